@@ -1,0 +1,321 @@
+"""Duplicate checks (查重) across customers and contacts.
+
+Exact: the same phone, email or WeChat key on a live customer or one of its contacts is a duplicate.
+A WeChat id that is a phone number (微信同号) is compared with phones too.
+
+Fuzzy: a company name whose rapidfuzz similarity reaches the threshold is a possible duplicate. Blocking
+keeps it fast at a million customers: the query name's bigrams are ordered rarest first (``NameGramStat``);
+a match that close must share at least one of the rarest ``m`` grams (prefix filtering), so only those
+grams' postings are read — each capped at ``POSTING_CAP`` newest customers for grams too common to be
+useful — candidates are ranked by shared grams and the best ``CANDIDATE_CAP`` are scored.
+
+Both checks take a batch (the import checks 10,000 rows with a handful of queries); a single lead is a
+batch of one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from rapidfuzz import fuzz, process
+from sqlalchemy import Integer, String, bindparam, or_, select, text
+from sqlalchemy.orm import Session
+
+from crm.intake import normalize
+from crm.models import DuplicateConflict
+from crm.models.intake import NameGramStat
+
+POSTING_CAP = 400  # newest customers read per crowded gram (names made only of very common grams)
+COUNTED_CAP = 2000  # grams up to this common are counted by the database; beyond, too common to tell
+CANDIDATE_CAP = 300  # candidates scored per name
+IN_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Match:
+    """An existing customer that a lead duplicates, and on which key."""
+
+    customer_id: int
+    owner_id: int | None
+    pool_id: int | None
+    name: str
+    matched_on: str  # phone / email / wechat
+    via_contact: bool
+
+
+@dataclass(frozen=True)
+class Keys:
+    name_key: str = ""
+    phone_key: str | None = None
+    email_key: str | None = None
+    wechat_key: str | None = None
+
+    def lookups(self) -> list[tuple[str, str]]:
+        """(namespace:key, matched_on) in priority order: phone, WeChat, email."""
+        out = []
+        if self.phone_key:
+            out.append((f"p:{self.phone_key}", "phone"))
+        if self.wechat_key:
+            ns = "p" if self.wechat_key.startswith("+") else "w"
+            out.append((f"{ns}:{self.wechat_key}", "wechat"))
+        if self.email_key:
+            out.append((f"e:{self.email_key}", "email"))
+        return out
+
+
+def _chunks(items: list, size: int = IN_CHUNK):
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def exact_matches(session: Session, keys: list[Keys]) -> list[Match | None]:
+    """For each lead's keys, the existing customer it duplicates (owned ones first), or None."""
+    phones = sorted({k.phone_key for k in keys if k.phone_key} | {
+        k.wechat_key for k in keys if k.wechat_key and k.wechat_key.startswith("+")
+    })  # fmt: skip
+    wechats = sorted({k.wechat_key for k in keys if k.wechat_key and not k.wechat_key.startswith("+")})
+    emails = sorted({k.email_key for k in keys if k.email_key})
+    found: dict[str, list[Match]] = {}
+    if phones or wechats or emails:
+        for rows in _lookup(session, phones, wechats, emails):
+            for row in rows:
+                ns_keys = []
+                if row.phone_key:
+                    ns_keys.append((f"p:{row.phone_key}", "phone"))
+                if row.wechat_key:
+                    ns = "p" if row.wechat_key.startswith("+") else "w"
+                    ns_keys.append((f"{ns}:{row.wechat_key}", "wechat"))
+                if row.email_key:
+                    ns_keys.append((f"e:{row.email_key}", "email"))
+                for ns_key, _kind in ns_keys:
+                    found.setdefault(ns_key, []).append(row)
+    out: list[Match | None] = []
+    for k in keys:
+        best = None
+        for ns_key, matched_on in k.lookups():
+            rows = found.get(ns_key)
+            if rows:
+                # An owned customer first (its owner must hear of it), then the oldest record.
+                row = min(rows, key=lambda r: (r.owner_id is None, r.id))
+                best = Match(row.id, row.owner_id, row.pool_id, row.name, matched_on, bool(row.via_contact))
+                break
+        out.append(best)
+    return out
+
+
+# An exact look-up in one statement: the inner selects find ids, each answered from its key index alone;
+# the outer ones read those rows by primary key. Plain SQL with expanding bound parameters, built once
+# (this runs for every lead). Asking the key indexes for more columns directly, or OR-ing the columns,
+# lets SQLite's planner (after ANALYZE, on the mostly-NULL WeChat column) choose a table scan.
+_KEY_ROWS = text(
+    """
+    SELECT c.id, c.owner_id, c.pool_id, c.name, c.phone_key, c.email_key, c.wechat_key, c.merged_into_id,
+           0 AS via_contact
+      FROM customers c
+     WHERE c.id IN (SELECT id FROM customers WHERE phone_key IN :p
+                    UNION ALL SELECT id FROM customers WHERE wechat_key IN :w
+                    UNION ALL SELECT id FROM customers WHERE email_key IN :e)
+    UNION ALL
+    SELECT c.id, c.owner_id, c.pool_id, c.name, t.phone_key, t.email_key, t.wechat_key, c.merged_into_id,
+           1 AS via_contact
+      FROM contacts t JOIN customers c ON c.id = t.customer_id
+     WHERE t.id IN (SELECT id FROM contacts WHERE phone_key IN :p
+                    UNION ALL SELECT id FROM contacts WHERE wechat_key IN :w
+                    UNION ALL SELECT id FROM contacts WHERE email_key IN :e)
+    """
+).bindparams(*(bindparam(name, expanding=True, type_=String) for name in ("p", "w", "e")))
+
+
+def _lookup(session: Session, phones: list[str], wechats: list[str], emails: list[str]):
+    """Rows (id, owner, pool, name, keys, via_contact) of live customers and contacts with these keys."""
+    n = max(len(phones), len(wechats), len(emails))
+    for start in range(0, n, IN_CHUNK):
+        p, w, e = (lst[start : start + IN_CHUNK] for lst in (phones, wechats, emails))
+        w = w + p  # a WeChat id stored as a phone (微信同号)
+        rows = session.execute(_KEY_ROWS, {"p": p, "w": w, "e": e}).all()
+        yield [row for row in rows if row.merged_into_id is None]
+
+
+# ---------------------------------------------------------------- fuzzy
+
+
+def similarity(a: str, b: str) -> float:
+    """0–100: the Indel ratio, or 95 % of the best partial alignment when one name contains the other
+    (上海星河科技 vs 星河科技) and the shorter has at least 4 characters."""
+    score = fuzz.ratio(a, b)
+    if min(len(a), len(b)) >= 4:
+        score = max(score, 0.95 * fuzz.partial_ratio(a, b))
+    return round(score, 1)
+
+
+_GRAM_COUNTS = text("SELECT gram, n FROM name_gram_stats WHERE gram IN :grams").bindparams(
+    bindparam("grams", expanding=True, type_=String)
+)
+_NEWEST_POSTINGS = text(
+    "SELECT ng.gram, ng.customer_id, c.name_key FROM name_grams ng JOIN customers c ON c.id = ng.customer_id "
+    "WHERE ng.gram = :gram AND c.merged_into_id IS NULL ORDER BY ng.customer_id DESC LIMIT :cap"
+)
+_FREQ: dict[str, dict[str, tuple[float, int]]] = {}
+FREQ_SECONDS = 600
+
+
+def _gram_frequencies(session: Session, grams: list[str]) -> dict[str, int]:
+    """How common each gram is. Counts are only an ordering hint (which grams to read first; every
+    posting read is bounded anyway), so they are kept in memory for ``FREQ_SECONDS`` per database."""
+    cache = _FREQ.setdefault(str(session.get_bind().url), {})
+    if len(cache) > 200_000:
+        cache.clear()
+    now = time.monotonic()
+    out: dict[str, int] = {}
+    missing = []
+    for gram in grams:
+        hit = cache.get(gram)
+        if hit is not None and now - hit[0] < FREQ_SECONDS:
+            out[gram] = hit[1]
+        else:
+            missing.append(gram)
+    for chunk in _chunks(missing):
+        found = dict(
+            session.execute(
+                select(NameGramStat.gram, NameGramStat.n).where(NameGramStat.gram.in_(chunk))
+            ).all()
+        )
+        for gram in chunk:
+            out[gram] = found.get(gram, 0)
+            cache[gram] = (now, out[gram])
+    return out
+
+
+def _prefix_size(n_grams: int) -> int:
+    """How many of the rarest grams a close match must share at least one of."""
+    if n_grams <= 3:
+        return n_grams
+    return min(n_grams, 6, max(3, math.ceil(0.6 * n_grams)))
+
+
+_SHARED_SQLITE = text(
+    "SELECT q.i, ng.customer_id, count(*) FROM (SELECT CAST(json_extract(value, '$[0]') AS INTEGER) AS i, "
+    "json_extract(value, '$[1]') AS gram, CAST(json_extract(value, '$[2]') AS INTEGER) AS need "
+    "FROM json_each(:pairs)) AS q CROSS JOIN name_grams AS ng ON ng.gram = q.gram "  # CROSS JOIN: q drives
+    "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)"
+)
+_SHARED_PG = text(
+    "SELECT q.i, ng.customer_id, count(*) FROM unnest(CAST(:idx AS integer[]), CAST(:grams AS text[]), "
+    "CAST(:needs AS integer[])) AS q(i, gram, need) JOIN name_grams ng ON ng.gram = q.gram "
+    "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)"
+)
+_NAME_KEYS = text(
+    "SELECT id, name_key FROM customers WHERE id IN :ids AND merged_into_id IS NULL"
+).bindparams(bindparam("ids", expanding=True, type_=Integer))
+
+
+def _shared_counts(session: Session, pairs: list[tuple[int, str, int]]) -> list[tuple[int, int, int]]:
+    """(name index, customer id, shared grams) for candidates sharing at least ``need`` of the name's chosen
+    grams — counted by the database, so the postings never travel to Python."""
+    out = []
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for chunk in _chunks(pairs, 3000):
+        if postgres:
+            params = {
+                "idx": [p[0] for p in chunk],
+                "grams": [p[1] for p in chunk],
+                "needs": [p[2] for p in chunk],
+            }
+            out += session.execute(_SHARED_PG, params).all()
+        else:
+            out += session.execute(_SHARED_SQLITE, {"pairs": json.dumps(chunk, ensure_ascii=False)}).all()
+    return out
+
+
+def fuzzy_matches(
+    session: Session,
+    name_keys: list[str],
+    threshold: float,
+    *,
+    exclude: list[set[int]] | None = None,
+    limit: int = 3,
+) -> list[list[tuple[int, float]]]:
+    """For each name key, up to ``limit`` (customer_id, similarity) at or above ``threshold``, best first.
+
+    Candidates share at least one (names of up to four grams) or two (longer names) of the name's rarest
+    grams; the database counts the shared grams (grams carried by up to ``COUNTED_CAP`` customers). A name
+    whose rarest grams are nearly all more common than that is compared with the newest ``POSTING_CAP``
+    customers of each of them instead.
+    """
+    grams_of = [normalize.name_grams(k) if len(k) >= 2 else [] for k in name_keys]
+    freq = _gram_frequencies(session, sorted({g for gs in grams_of for g in gs}))
+    shared: list[Counter] = [Counter() for _ in name_keys]
+    pairs: list[tuple[int, str, int]] = []
+    crowded: list[int] = []  # names whose chosen grams are too common for the counted path
+    chosen_of: list[list[str]] = []
+    for index, gs in enumerate(grams_of):
+        ordered = sorted(gs, key=lambda g: (freq.get(g, 0), g))
+        need = 1 if len(gs) <= 4 else 2
+        chosen = ordered[: _prefix_size(len(ordered)) + (need - 1)]
+        chosen_of.append(chosen)
+        rare = [g for g in chosen if freq.get(g, 0) <= COUNTED_CAP]
+        if len(rare) >= need:
+            pairs += [(index, g, need) for g in rare]
+        elif chosen:
+            crowded.append(index)
+    for index, cid, n in _shared_counts(session, pairs):
+        shared[index][cid] = n
+    names: dict[int, str] = {}
+    if crowded:
+        postings: dict[str, list[tuple[int, str]]] = {}
+        for gram in sorted({g for i in crowded for g in chosen_of[i]}):
+            rows = session.execute(_NEWEST_POSTINGS, {"gram": gram, "cap": POSTING_CAP}).all()
+            postings[gram] = [(cid, key) for _g, cid, key in rows]
+        for index in crowded:
+            for gram in chosen_of[index]:
+                for cid, key in postings[gram]:
+                    shared[index][cid] += 1
+                    names[cid] = key
+    tops: list[list[int]] = []
+    for index, counts in enumerate(shared):
+        skip = exclude[index] if exclude else set()
+        tops.append(
+            [cid for cid, _n in counts.most_common(CANDIDATE_CAP + len(skip)) if cid not in skip][
+                :CANDIDATE_CAP
+            ]
+        )
+    missing = sorted({cid for top in tops for cid in top if cid not in names})
+    for chunk in _chunks(missing, 900):
+        names.update(session.execute(_NAME_KEYS, {"ids": chunk}).all())
+
+    results: list[list[tuple[int, float]]] = []
+    for key, top in zip(name_keys, tops, strict=True):
+        choices = {cid: names[cid] for cid in top if cid in names}  # merged customers drop out here
+        if not choices:
+            results.append([])
+            continue
+        scores: dict[int, float] = {}
+        for _choice, score, cid in process.extract(
+            key, choices, scorer=fuzz.ratio, score_cutoff=threshold, limit=None
+        ):
+            scores[cid] = score
+        if len(key) >= 4:
+            longer = {cid: k for cid, k in choices.items() if len(k) >= 4}
+            cutoff = min(100.0, threshold / 0.95)
+            for _choice, score, cid in process.extract(
+                key, longer, scorer=fuzz.partial_ratio, score_cutoff=cutoff, limit=None
+            ):
+                scores[cid] = max(scores.get(cid, 0.0), 0.95 * score)
+        best = sorted(((cid, round(s, 1)) for cid, s in scores.items() if s >= threshold),
+                      key=lambda x: (-x[1], -x[0]))  # fmt: skip
+        results.append(best[:limit])
+    return results
+
+
+def distinct_pairs(session: Session, customer_id: int) -> set[int]:
+    """Customers an admin said are not duplicates of ``customer_id`` (never asked again)."""
+    rows = session.execute(
+        select(DuplicateConflict.customer_id, DuplicateConflict.candidate_id).where(
+            or_(DuplicateConflict.customer_id == customer_id, DuplicateConflict.candidate_id == customer_id)
+        )
+    ).all()
+    return {b if a == customer_id else a for a, b in rows}

@@ -1,0 +1,173 @@
+"""Name grams (blocking keys for the fuzzy company check) and the normalised keys, kept in sync.
+
+An ORM ``before_flush`` hook recomputes ``name_key`` / ``phone_key`` / ``email_key`` / ``wechat_key`` of
+customers and contacts whose raw fields changed (unless the same flush sets the key explicitly), and an
+``after_flush`` hook rewrites the ``NameGram`` rows of customers whose ``name_key`` changed (create,
+rename) and drops them for deleted customers — so every feature's edits keep the keys right without
+calling intake. Set-based writers (the bench loader, merge) call ``write_grams`` / ``drop_grams``.
+``NameGramStat`` counts are bumped here and recomputed nightly by ``refresh_stats``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from sqlalchemy import bindparam, delete, event, func, insert, inspect, select, text, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session
+
+from crm.intake import normalize
+from crm.models import Contact, Customer, NameGram
+from crm.models.intake import NameGramStat
+
+_KEY_SOURCES = {
+    "name_key": ("name", normalize.name_key),
+    "phone_key": ("phone", normalize.phone_key),
+    "email_key": ("email", normalize.email_key),
+    "wechat_key": ("wechat", normalize.wechat_key),
+}
+
+
+def _dialect(session_or_conn) -> str:
+    """Works for a Connection (flush hooks), a Session and Flask-SQLAlchemy's scoped session."""
+    dialect = getattr(session_or_conn, "dialect", None)
+    if dialect is None:
+        dialect = session_or_conn.get_bind().dialect
+    return dialect.name
+
+
+_PG_GRAMS = text(
+    "INSERT INTO name_grams (gram, customer_id) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ids AS integer[]))"
+)
+_PG_STATS = text(
+    "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ns AS integer[])) "
+    "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
+)
+
+
+def _bump_stats(session_or_conn, counts: Counter) -> None:
+    """Add ``counts`` to the gram statistics (sorted, so concurrent writers lock rows in one order)."""
+    if not counts:
+        return
+    ordered = sorted(counts.items())
+    if _dialect(session_or_conn) == "postgresql":
+        session_or_conn.execute(
+            _PG_STATS, {"grams": [g for g, _n in ordered], "ns": [n for _g, n in ordered]}
+        )
+        return
+    stmt = sqlite.insert(NameGramStat.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["gram"], set_={"n": NameGramStat.__table__.c.n + stmt.excluded.n}
+    )
+    session_or_conn.execute(stmt, [{"gram": g, "n": n} for g, n in ordered])
+
+
+def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
+    """Insert the grams of (customer_id, name_key) pairs whose customers have none yet. Returns rows.
+
+    PostgreSQL gets one ``INSERT … SELECT unnest(…)`` (an import writes ~70,000 grams), SQLite an
+    executemany (already a tight C loop there)."""
+    grams: list[str] = []
+    ids: list[int] = []
+    counts: Counter = Counter()
+    for customer_id, key in pairs:
+        for gram in normalize.name_grams(key):
+            grams.append(gram)
+            ids.append(customer_id)
+            counts[gram] += 1
+    if grams:
+        if _dialect(session) == "postgresql":
+            for i in range(0, len(grams), 50_000):
+                session.execute(_PG_GRAMS, {"grams": grams[i : i + 50_000], "ids": ids[i : i + 50_000]})
+        else:
+            session.execute(
+                insert(NameGram.__table__),
+                [{"gram": g, "customer_id": c} for g, c in zip(grams, ids, strict=True)],
+            )
+        _bump_stats(session, counts)
+    return len(grams)
+
+
+def drop_grams(session, customer_ids: Iterable[int]) -> None:
+    """Remove the grams of these customers (merge losers, deletions, renames)."""
+    ids = list(customer_ids)
+    if not ids:
+        return
+    table = NameGram.__table__
+    stats = NameGramStat.__table__
+    old = Counter(
+        g for (g,) in session.execute(select(table.c.gram).where(table.c.customer_id.in_(ids))).all()
+    )
+    session.execute(delete(table).where(table.c.customer_id.in_(ids)))
+    if old:
+        session.execute(
+            update(stats).where(stats.c.gram == bindparam("b_gram")).values(n=stats.c.n - bindparam("b_n")),
+            [{"b_gram": g, "b_n": n} for g, n in sorted(old.items())],
+        )
+
+
+def refresh_stats(session: Session) -> int:
+    """Recompute every gram's count from ``name_grams`` (set-based; the nightly job). Returns grams."""
+    stats = NameGramStat.__table__
+    grams = NameGram.__table__
+    session.execute(delete(stats))
+    session.execute(
+        insert(stats).from_select(["gram", "n"], select(grams.c.gram, func.count()).group_by(grams.c.gram))
+    )
+    return session.scalar(select(func.count()).select_from(stats)) or 0
+
+
+# ---------------------------------------------------------------- ORM hooks
+
+
+def _changed(obj, attr: str) -> bool:
+    return inspect(obj).attrs[attr].history.has_changes()
+
+
+def _sync_keys(obj, is_new: bool) -> None:
+    for key_attr, (raw_attr, fn) in _KEY_SOURCES.items():
+        if not hasattr(obj, key_attr):
+            continue
+        raw = getattr(obj, raw_attr, None)
+        if is_new:
+            # The raw field decides (a key typed by hand could disagree with it); no raw value, keep the key.
+            if raw not in (None, ""):
+                value = fn(raw)
+                setattr(obj, key_attr, value if value or key_attr != "name_key" else "")
+        elif _changed(obj, raw_attr) and not _changed(obj, key_attr):
+            value = fn(raw)
+            setattr(obj, key_attr, value if value or key_attr != "name_key" else "")
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, flush_context, instances) -> None:
+    renamed = session.info.setdefault("intake_renamed", set())
+    for obj in session.new:
+        if isinstance(obj, Customer | Contact):
+            _sync_keys(obj, True)
+    for obj in session.dirty:
+        if isinstance(obj, Customer | Contact):
+            _sync_keys(obj, False)
+            if isinstance(obj, Customer) and obj.id is not None and _changed(obj, "name_key"):
+                renamed.add(obj.id)
+    deleted = [obj.id for obj in session.deleted if isinstance(obj, Customer) and obj.id is not None]
+    if deleted:
+        drop_grams(session.connection(), deleted)
+
+
+@event.listens_for(Session, "after_flush")
+def _after_flush(session: Session, flush_context) -> None:
+    renamed = session.info.pop("intake_renamed", set())
+    pairs = []
+    for obj in session.new:
+        if isinstance(obj, Customer) and obj.id is not None and obj.name_key:
+            pairs.append((obj.id, obj.name_key))
+    conn = session.connection()
+    if renamed:
+        drop_grams(conn, renamed)
+        for obj in session.identity_map.values():
+            if isinstance(obj, Customer) and obj.id in renamed and obj.name_key:
+                pairs.append((obj.id, obj.name_key))
+    if pairs:
+        write_grams(conn, pairs)

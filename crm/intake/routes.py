@@ -1,0 +1,614 @@
+"""Intake screens: 新建 (manual entry with live duplicate warnings), Excel/CSV import, the conflict queue,
+lead-form administration, and the public web forms at /f/<slug>. Thin: parse → service → render."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import func, select
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from crm import clock
+from crm.access import access
+from crm.extensions import csrf, db
+from crm.forms import choices
+from crm.htmx import redirect_htmx, render, render_fragment
+from crm.intake import importer, merge, public, stats
+from crm.intake.dedupe import Keys, exact_matches, fuzzy_matches
+from crm.intake.forms import (
+    JOB_LEVELS,
+    OPTIONAL_FORM_FIELDS,
+    LeadFormAdminForm,
+    ManualLeadForm,
+    PublicLeadForm,
+    UploadForm,
+    apply_errors,
+)
+from crm.intake.services import IntakeError, LeadData, intake, lead_pool, prepare
+from crm.models import Customer, DuplicateConflict, ImportBatch, LeadForm, Pool, Role, User
+from crm.permissions import is_pool_admin, visible_pool_ids
+from crm.pool.services import PoolRefusal, claim
+from crm.scoring import panels  # noqa: F401  (registers the score panel, JSON and signal receivers)
+
+bp = Blueprint("intake", __name__)
+
+CUSTOMER_ENDPOINTS = ("customers.detail", "customers.show", "customers.view")
+INDUSTRIES = ["制造业", "互联网", "教育", "医疗", "零售", "物流", "金融", "餐饮"]
+REGIONS = ["华东", "华南", "华北", "华中", "西南", "西北", "东北"]
+CHANNELS = ["官网表单", "公众号", "百度推广", "展会", "老客户转介绍", "电话开发", "抖音投放"]
+
+
+def customer_url(customer_id: int) -> str | None:
+    """The customer page, once the customers feature provides it (else None)."""
+    for endpoint in CUSTOMER_ENDPOINTS:
+        if endpoint in current_app.view_functions:
+            return url_for(endpoint, customer_id=customer_id)
+    return None
+
+
+@bp.before_app_request
+def _redirect_merged_customer():
+    """A merged customer's page and API id lead to the winner (any route with ``customer_id``)."""
+    args = request.view_args or {}
+    customer_id = args.get("customer_id")
+    if not isinstance(customer_id, int) or request.endpoint is None:
+        return None
+    winner = db.session.scalar(select(Customer.merged_into_id).where(Customer.id == customer_id))
+    if winner is None:
+        return None
+    seen = {customer_id}
+    while winner not in seen:  # follow a chain of merges to the customer that absorbed them all
+        seen.add(winner)
+        onward = db.session.scalar(select(Customer.merged_into_id).where(Customer.id == winner))
+        if onward is None:
+            break
+        winner = onward
+    target = url_for(request.endpoint, **{**request.args.to_dict(), **args, "customer_id": winner})
+    if request.path.startswith("/api/"):
+        from flask import jsonify
+
+        if request.method in ("GET", "HEAD"):
+            response = jsonify(
+                error="merged", message=_("该客户已合并到 #%(id)s。", id=winner), merged_into=winner
+            )
+            response.status_code = 301
+            response.headers["Location"] = target
+            return response
+        return jsonify(error="merged", message=_("该客户已合并到 #%(id)s,请改用新编号。", id=winner),
+                       merged_into=winner), 409  # fmt: skip
+    if request.method in ("GET", "HEAD"):
+        return redirect(target, 301)
+    flash(_("该客户已合并到另一条记录,已为你打开合并后的客户。"), "warning")
+    return redirect_htmx(target)
+
+
+# ---------------------------------------------------------------- 新建 (manual entry)
+
+
+def _pool_choices(user: User) -> list[tuple[int, str]]:
+    pools = list(
+        db.session.scalars(
+            select(Pool)
+            .where(Pool.id.in_(visible_pool_ids(db.session, user)), Pool.enabled.is_(True))
+            .order_by(Pool.id)
+        )
+    )
+    default = lead_pool(db.session, clock.now())
+    if default not in pools:
+        pools.insert(0, default)
+    else:
+        pools.insert(0, pools.pop(pools.index(default)))
+    db.session.commit()  # a fresh install gets its lead pool here
+    return [(p.id, p.name) for p in pools]
+
+
+def _lead_form() -> ManualLeadForm:
+    form = ManualLeadForm()
+    form.pool_id.choices = choices(_pool_choices(current_user))
+    if form.pool_id.data is None:  # not chosen: the default lead pool
+        form.pool_id.data = form.pool_id.choices[0].value
+    return form
+
+
+def _new_context(form: ManualLeadForm, **extra) -> dict:
+    return {
+        "form": form,
+        "job_levels": JOB_LEVELS,
+        "industries": INDUSTRIES,
+        "regions": REGIONS,
+        "channels": CHANNELS,
+        "can_import": current_user.has_role(Role.MANAGER),
+        "can_forms": current_user.is_admin,
+        **extra,
+    }
+
+
+@bp.route("/leads/new", methods=["GET", "POST"])
+@access(Role.REP)
+def new():
+    """新建: enter a lead by hand; duplicates are flagged as you type and routed on save (撞单)."""
+    form = _lead_form()
+    if form.is_submitted():
+        valid = form.validate()
+        data = LeadData.from_dict(form.lead_dict())
+        p = prepare(data)
+        apply_errors(form, p.errors)  # every problem at once, with the form's own
+        if valid and not p.errors:
+            now = clock.now()
+            pool = db.session.get(Pool, form.pool_id.data) if form.pool_id.data else None
+            try:
+                (outcome,) = intake(db.session, [data], source="manual", now=now, pool=pool, actor=current_user,
+                                    route=not form.take.data, prepared=[p])  # fmt: skip
+            except IntakeError as exc:
+                form.pool_id.errors = [exc.message]
+            else:
+                return _after_manual(outcome, form.take.data, now)
+    status = 422 if request.method == "POST" else 200
+    return render("intake/new.html", "lead_form", status=status, **_new_context(form))
+
+
+def _after_manual(outcome, take: bool, now):
+    customer = db.session.get(Customer, outcome.customer_id)
+    if outcome.status == "duplicate":
+        owner = db.session.get(User, outcome.owner_id) if outcome.owner_id else None
+        if owner is not None and owner.id == current_user.id:
+            flash(_("「%(name)s」已经是你的客户,这条线索已记录到其时间线。", name=customer.name), "warning")
+        elif owner is not None:
+            flash(_("「%(name)s」已由 %(owner)s 负责 (撞单),已记录到其时间线并通知负责人。",
+                    name=customer.name, owner=owner.name), "warning")  # fmt: skip
+        else:
+            flash(_("「%(name)s」已在公海中,已合并记录并刷新其到达时间。", name=customer.name), "warning")
+        return redirect_htmx(customer_url(customer.id) or url_for("intake.new"))
+    message = _("已创建线索「%(name)s」,评分 %(score)s (%(grade)s 级)。", name=customer.name,
+                score=outcome.score, grade=outcome.grade)  # fmt: skip
+    if take:
+        try:
+            claim(db.session, customer.id, current_user, now)
+            message += " " + _("已由你负责跟进。")
+        except PoolRefusal as exc:
+            message += " " + _("未能领取: %(reason)s", reason=exc.message)
+    elif outcome.assigned_to:
+        owner = db.session.get(User, outcome.assigned_to)
+        message += " " + _("已按评分自动分配给 %(name)s。", name=owner.name)
+    else:
+        message += " " + _("已放入「%(pool)s」。", pool=customer.pool.name)
+    if outcome.conflicts:
+        message += " " + _("与已有客户名称相似,已提交查重队列。")
+    flash(message, "success")
+    return redirect_htmx(customer_url(customer.id) or url_for("intake.new"))
+
+
+@bp.route("/leads/check", methods=["POST"])
+@access(Role.REP)
+def check():
+    """As-you-type duplicate warning: exact matches on phone/email/WeChat, similar company names."""
+    data = LeadData.from_dict(
+        {k: request.form.get(k, "") for k in ("name", "contact_name", "phone", "email", "wechat")}
+    )
+    p = prepare(data)
+    keys = Keys(
+        name_key=p.keys.name_key,
+        phone_key=p.keys.phone_key,
+        email_key=p.keys.email_key,
+        wechat_key=p.keys.wechat_key,
+    )
+    exact = None
+    if keys.phone_key or keys.email_key or keys.wechat_key:
+        exact = exact_matches(db.session, [keys])[0]
+    similar = []
+    if data.name.strip() and len(keys.name_key) >= 2:
+        from crm.intake import config
+
+        threshold = config.get(db.session)["fuzzy_threshold"]
+        found = fuzzy_matches(db.session, [keys.name_key], threshold, limit=3)[0]
+        if found:
+            rows = {
+                c.id: c
+                for c in db.session.scalars(
+                    select(Customer).where(Customer.id.in_([cid for cid, _s in found]))
+                )
+            }
+            similar = [
+                (rows[cid], score)
+                for cid, score in found
+                if cid in rows and (not exact or cid != exact.customer_id)
+            ]
+    owner = db.session.get(User, exact.owner_id) if exact and exact.owner_id else None
+    field_errors = [
+        e for e in p.errors if e.field in ("phone", "email", "wechat") and request.form.get(e.field)
+    ]
+    return render_fragment(
+        "intake/new.html", "dup_check", exact=exact, owner=owner, similar=similar, field_errors=field_errors,
+        customer_url=customer_url,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- import
+
+
+def _admin_pools() -> list[tuple[int, str]]:
+    pools = db.session.scalars(
+        select(Pool).where(Pool.deleted_at.is_(None), Pool.enabled.is_(True)).order_by(Pool.id)
+    )
+    return [(p.id, p.name) for p in pools if is_pool_admin(db.session, current_user, p)]
+
+
+@bp.route("/intake/imports", methods=["GET", "POST"])
+@access(Role.MANAGER)
+def imports():
+    """批量导入: upload an Excel/CSV file into a pool you administer; earlier batches below."""
+    try:
+        form = UploadForm()
+    except RequestEntityTooLarge:
+        return _too_large()
+    form.pool_id.choices = choices(_admin_pools() or [(None, _("— 你不是任何公海池的管理员 —"))])
+    error = None
+    if request.method == "POST":
+        try:
+            upload = request.files.get("file")
+        except RequestEntityTooLarge:
+            return _too_large()
+        if form.validate_on_submit():
+            if upload is None or not upload.filename:
+                form.file.errors = [_("请选择要导入的文件。")]
+            else:
+                pool = db.session.get(Pool, form.pool_id.data) if form.pool_id.data else None
+                if pool is None:
+                    form.pool_id.errors = [_("请选择公海池。")]
+                else:
+                    with tempfile.TemporaryDirectory() as tmp:
+                        path = Path(tmp) / "upload"
+                        upload.save(path)
+                        try:
+                            batch = importer.create_batch(
+                                db.session, current_user, pool, path, upload.filename, clock.now(),
+                                channel=form.channel.data or "", campaign=form.campaign.data or "",
+                            )  # fmt: skip
+                        except importer.ImportError_ as exc:
+                            db.session.rollback()
+                            error = exc.message
+                        else:
+                            return redirect_htmx(url_for("intake.import_batch", batch_id=batch.id))
+    status = 422 if request.method == "POST" else 200
+    batches = importer.batches_for(db.session, current_user)
+    return render(
+        "intake/imports.html", "upload_form", status=status, form=form, error=error, batches=batches
+    )
+
+
+@bp.app_errorhandler(RequestEntityTooLarge)
+def _too_large(exc=None):
+    """Uploads over MAX_CONTENT_LENGTH: say what the limit is (the body is refused before any view runs)."""
+    from crm.errors import error_response
+
+    limit = current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+    return error_response(
+        413, _("上传的内容超过 %(n)s MB 上限。导入文件请拆分后分批上传。", n=limit), "too_large"
+    )
+
+
+def _batch_or_404(batch_id: int) -> ImportBatch:
+    batch = db.session.get(ImportBatch, batch_id)
+    if batch is None:
+        abort(404)
+    if batch.user_id != current_user.id and not current_user.is_admin:
+        abort(403)
+    return batch
+
+
+@bp.route("/intake/imports/<int:batch_id>", methods=["GET", "POST"])
+@access(Role.MANAGER)
+def import_batch(batch_id: int):
+    """One batch: map columns (guessed from the headers), preview per-row errors, then import; or its result."""
+    batch = _batch_or_404(batch_id)
+    error = None
+    preview = None
+    headers: list[str] = []
+    samples: list[list] = []
+    try:
+        headers, rows = importer.load(batch)
+        samples = [values for _n, values in rows[:3]]
+        if request.method == "POST" and batch.status in ("preview", "failed"):
+            columns = {str(i): request.form.get(f"col-{i}", "") for i in range(len(headers))}
+            importer.set_mapping(db.session, batch, columns)
+            preview = importer.build(db.session, batch)
+            importer.record_preview(db.session, batch, preview)
+    except importer.ImportError_ as exc:
+        db.session.rollback()
+        error = exc.message
+    status = 422 if error and request.method == "POST" else 200
+    pool = db.session.get(Pool, batch.pool_id)
+    return render(
+        "intake/import_batch.html", "import_step", status=status, batch=batch, pool=pool, headers=headers,
+        samples=samples, preview=preview, error=error, fields=importer.FIELDS, columns=batch.mapping.get("columns", {}),
+    )  # fmt: skip
+
+
+@bp.route("/intake/imports/<int:batch_id>/run", methods=["POST"])
+@access(Role.MANAGER)
+def import_run(batch_id: int):
+    """Import the good rows of a previewed batch (one transaction)."""
+    batch = _batch_or_404(batch_id)
+    try:
+        batch = importer.run(db.session, batch.id, current_user, clock.now())
+    except importer.ImportError_ as exc:
+        flash(exc.message, "error")
+    else:
+        flash(
+            _("导入完成: 新建 %(created)s 条,归入已有客户 %(dup)s 条,错误 %(err)s 行。",
+              created=batch.rows_created, dup=batch.rows_duplicate, err=batch.rows_error),
+            "success",
+        )  # fmt: skip
+    return redirect_htmx(url_for("intake.import_batch", batch_id=batch_id))
+
+
+@bp.route("/intake/imports/<int:batch_id>/errors.<fmt>")
+@access(Role.MANAGER)
+def import_errors(batch_id: int, fmt: str):
+    """The rows with errors as a spreadsheet (xlsx or csv), formula-escaped, to fix and import again."""
+    if fmt not in ("xlsx", "csv"):
+        abort(404)
+    batch = _batch_or_404(batch_id)
+    try:
+        body = importer.error_rows_file(db.session, batch, fmt)
+    except importer.ImportError_ as exc:
+        abort(410, exc.message)
+    mimetype = (
+        "text/csv; charset=utf-8"
+        if fmt == "csv"
+        else "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    response = current_app.response_class(body, mimetype=mimetype)
+    stem = Path(batch.filename).stem or "import"
+    from urllib.parse import quote
+
+    response.headers["Content-Disposition"] = (
+        f"attachment; filename=errors-{batch.id}.{fmt}; filename*=UTF-8''{quote(stem)}-errors.{fmt}"
+    )
+    return response
+
+
+# ---------------------------------------------------------------- conflict queue
+
+
+@bp.route("/intake/conflicts")
+@access(Role.ADMIN)
+def conflicts():
+    """查重冲突: possible duplicates to merge or mark distinct, with the conflict rate."""
+    state = request.args.get("state", "open")
+    if state not in ("open", "resolved"):
+        state = "open"
+    query = select(DuplicateConflict)
+    if state == "open":
+        query = query.where(DuplicateConflict.status == "open").order_by(DuplicateConflict.created_at.desc())
+    else:
+        query = query.where(DuplicateConflict.status != "open").order_by(DuplicateConflict.resolved_at.desc())
+    items = list(db.session.scalars(query.limit(50)))
+    ids = {c.customer_id for c in items} | {c.candidate_id for c in items}
+    owners = {}
+    if ids:
+        owners = dict(
+            db.session.execute(
+                select(Customer.id, User.name)
+                .join(User, User.id == Customer.owner_id)
+                .where(Customer.id.in_(ids))
+            ).all()
+        )
+    open_count = db.session.scalar(
+        select(func.count()).select_from(DuplicateConflict).where(DuplicateConflict.status == "open")
+    )
+    return render(
+        "intake/conflicts.html", "conflict_list", items=items, owners=owners, state=state, open_count=open_count,
+        rate=stats.conflict_rate(db.session, clock.now()), customer_url=customer_url,
+    )  # fmt: skip
+
+
+def _conflict_or_404(conflict_id: int) -> DuplicateConflict:
+    conflict = db.session.get(DuplicateConflict, conflict_id)
+    if conflict is None:
+        abort(404)
+    return conflict
+
+
+@bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["POST"])
+@access(Role.ADMIN)
+def conflict_merge(conflict_id: int):
+    """Merge the pair; ``keep`` says which record survives (``candidate`` = the older one, default)."""
+    conflict = _conflict_or_404(conflict_id)
+    keep_new = request.form.get("keep") == "customer"
+    winner, loser = (
+        (conflict.customer_id, conflict.candidate_id)
+        if keep_new
+        else (conflict.candidate_id, conflict.customer_id)
+    )
+    try:
+        customer = merge.merge(db.session, winner, loser, current_user, clock.now(), conflict_id=conflict.id)
+    except merge.MergeError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(_("已合并到「%(name)s」,所有记录都已保留。", name=customer.name), "success")
+    return redirect_htmx(url_for("intake.conflicts"))
+
+
+@bp.route("/intake/conflicts/<int:conflict_id>/distinct", methods=["POST"])
+@access(Role.ADMIN)
+def conflict_distinct(conflict_id: int):
+    """Not a duplicate: this pair is never flagged again."""
+    _conflict_or_404(conflict_id)
+    try:
+        merge.mark_distinct(db.session, conflict_id, current_user, clock.now())
+    except merge.MergeError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(_("已标记为不同客户,这两条记录不会再被提示。"), "success")
+    return redirect_htmx(url_for("intake.conflicts"))
+
+
+# ---------------------------------------------------------------- lead forms (admin)
+
+
+def _form_admin(form_obj: LeadForm | None) -> LeadFormAdminForm:
+    form = LeadFormAdminForm(obj=form_obj)
+    form.pool_id.choices = choices(_admin_pools())
+    if request.method == "GET":
+        if form_obj is None:
+            form.slug.data = public.suggest_slug(db.session)
+            form.thank_you.data = _("感谢您的留言,我们会尽快与您联系。")
+            form.fields.data = ["name", "email", "notes"]
+            lead = lead_pool(db.session, clock.now())
+            form.pool_id.data = lead.id
+            db.session.commit()
+        else:
+            form.fields.data = list(form_obj.fields or [])
+    return form
+
+
+def _save_lead_form(form_obj: LeadForm | None, form: LeadFormAdminForm):
+    try:
+        saved = public.save_form(db.session, form_obj, form.data, current_user, clock.now())
+    except public.FormError as exc:
+        db.session.rollback()
+        getattr(form, exc.field).errors = [exc.message]
+        return None
+    db.session.commit()
+    return saved
+
+
+def _forms_page(form: LeadFormAdminForm, editing: LeadForm | None, status: int = 200):
+    rows = list(db.session.scalars(select(LeadForm).order_by(LeadForm.id.desc())))
+    counts = dict(
+        db.session.execute(
+            select(Customer.campaign, func.count())
+            .where(Customer.source == "form")
+            .group_by(Customer.campaign)
+        ).all()
+    )
+    snippet = None
+    if editing is not None:
+        snippet = public.embed_snippet(
+            editing, url_for("intake.public_form", slug=editing.slug, _external=True)
+        )
+    return render(
+        "intake/forms.html", "lead_form_editor", status=status, form=form, editing=editing, rows=rows,
+        counts=counts, optional_fields=OPTIONAL_FORM_FIELDS, embed_snippet=snippet,
+    )  # fmt: skip
+
+
+@bp.route("/intake/forms", methods=["GET", "POST"])
+@access(Role.ADMIN)
+def forms():
+    """线索表单: embeddable public forms per pool/campaign, with their embed snippets."""
+    form = _form_admin(None)
+    if form.validate_on_submit():
+        saved = _save_lead_form(None, form)
+        if saved is not None:
+            flash(_("已创建表单「%(name)s」,复制下方代码嵌入网站即可。", name=saved.name), "success")
+            return redirect_htmx(url_for("intake.edit_form", form_id=saved.id))
+    return _forms_page(form, None, 422 if request.method == "POST" else 200)
+
+
+@bp.route("/intake/forms/<int:form_id>", methods=["GET", "POST"])
+@access(Role.ADMIN)
+def edit_form(form_id: int):
+    """Edit a lead form; the embed snippet is shown beside it."""
+    form_obj = db.session.get(LeadForm, form_id)
+    if form_obj is None:
+        abort(404)
+    form = _form_admin(form_obj)
+    if form.validate_on_submit():
+        saved = _save_lead_form(form_obj, form)
+        if saved is not None:
+            flash(_("已保存表单。"), "success")
+            return redirect_htmx(url_for("intake.edit_form", form_id=saved.id))
+    return _forms_page(form, form_obj, 422 if request.method == "POST" else 200)
+
+
+# ---------------------------------------------------------------- public forms
+
+
+def _public_form_or_404(slug: str) -> LeadForm:
+    form_obj = db.session.scalar(select(LeadForm).where(LeadForm.slug == slug))
+    if form_obj is None or not form_obj.enabled:
+        abort(404, _("表单不存在或已停用。"))
+    return form_obj
+
+
+def _client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+@bp.route("/f/<slug>", methods=["GET", "POST"])
+@access(None)
+@csrf.exempt
+def public_form(slug: str):
+    """A public, embeddable lead form (see ``crm.intake.public`` for the token, honeypot and rate limit)."""
+    form_obj = _public_form_or_404(slug)
+    form = PublicLeadForm()
+    now = clock.now()
+    notice = None
+    status = 200
+    if request.method == "GET":
+        for key in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"):
+            getattr(form, key).data = request.args.get(key, "")[:200]
+    else:
+        address = _client_address()
+        if public.rate_limited(db.session, address, now):
+            public.note_hit(db.session, address, now, "rate_limited")
+            return render("intake/public_form.html", status=429, form_obj=form_obj, form=form, limited=True,
+                          token=public.form_token(form_obj, now))  # fmt: skip
+        if (form.website.data or "").strip():
+            public.note_hit(db.session, address, now, "honeypot")
+            return redirect(url_for("intake.public_thanks", slug=slug), 303)
+        problem = public.check_token(form_obj, form.token.data, now)
+        if problem is not None:
+            public.note_hit(db.session, address, now, f"token:{problem}")
+            notice = (
+                _("提交得太快了,请确认信息后再提交一次。")
+                if problem == "too_fast"
+                else _("页面已过期,请确认信息后重新提交。")
+            )
+            status = 422
+        elif form.validate():
+            data = LeadData.from_dict(
+                {
+                    "contact_name": form.contact_name.data,
+                    "phone": form.phone.data,
+                    **{
+                        f: getattr(form, f).data or ""
+                        for f, _label in OPTIONAL_FORM_FIELDS
+                        if f in (form_obj.fields or [])
+                    },
+                    "channel": form_obj.channel or _("网页表单"),
+                    "campaign": form_obj.campaign or "",
+                    **{
+                        k: getattr(form, k).data
+                        for k in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+                    },  # fmt: skip
+                }
+            )
+            p = prepare(data)
+            if p.errors:
+                apply_errors(form, p.errors)
+                status = 422
+            else:
+                try:
+                    intake(db.session, [data], source="form", now=now, pool=form_obj.pool, prepared=[p])
+                except IntakeError as exc:
+                    abort(503, exc.message)
+                return redirect(url_for("intake.public_thanks", slug=slug), 303)
+        else:
+            status = 422
+    return render("intake/public_form.html", status=status, form_obj=form_obj, form=form, notice=notice,
+                  token=public.form_token(form_obj, now), limited=False)  # fmt: skip
+
+
+@bp.route("/f/<slug>/thanks")
+@access(None)
+def public_thanks(slug: str):
+    """The thank-you page after a public form submission."""
+    form_obj = _public_form_or_404(slug)
+    return render("intake/public_thanks.html", form_obj=form_obj)

@@ -1,0 +1,191 @@
+"""Reading and writing spreadsheets safely: .xlsx (openpyxl) and .csv.
+
+- A file is checked before openpyxl touches it: it must be a real xlsx (a zip with the workbook parts),
+  and its zip members may not expand past ``MAX_UNCOMPRESSED`` in total or by more than ``MAX_RATIO``:1
+  (a zip bomb is refused from the zip directory alone, nothing is inflated). Old .xls and anything else
+  are refused with a clear reason. CSV is decoded as UTF-8 (with or without BOM) or GB18030 (what Excel
+  on Chinese Windows writes).
+- ``safe_cell`` escapes values a spreadsheet would run as a formula (=, +, -, @, tab, CR: OWASP "CSV
+  injection"), so an error file never hands ``=cmd|…`` back to Excel. Other features exporting customer
+  data should use it too.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import zipfile
+from datetime import date, datetime
+from pathlib import Path
+
+from flask_babel import gettext as _
+
+MAX_ROWS = 50_000
+MAX_UNCOMPRESSED = 200 * 1024 * 1024
+MAX_RATIO = 100
+MAX_MEMBERS = 5_000
+XLSX_PARTS = {"[Content_Types].xml", "xl/workbook.xml"}
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"^[+-]?[\d\s().\-]+$")
+
+
+class SpreadsheetError(ValueError):
+    """The file cannot be read; ``message`` says why in words a user understands."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def kind_of(filename: str, head: bytes) -> str:
+    """``xlsx`` or ``csv`` from the name and the first bytes; refuses the rest."""
+    name = (filename or "").lower()
+    if head.startswith(b"\xd0\xcf\x11\xe0"):
+        raise SpreadsheetError("xls", _("这是旧版 .xls 文件,请在 Excel 中另存为 .xlsx 或 .csv 后再导入。"))
+    if head.startswith(b"PK\x03\x04") or name.endswith((".xlsx", ".xlsm")):
+        return "xlsx"
+    if name.endswith((".csv", ".txt")):
+        return "csv"
+    raise SpreadsheetError("not_spreadsheet", _("只支持 .xlsx 和 .csv 文件。"))
+
+
+def check(path: Path, kind: str) -> None:
+    """Refuse what is not a spreadsheet, and zip bombs, before any parser opens the file."""
+    if kind == "csv":
+        with open(path, "rb") as fh:
+            head = fh.read(65536)
+        if b"\x00" in head:
+            raise SpreadsheetError("not_spreadsheet", _("文件不是文本格式的 CSV。"))
+        return
+    if not zipfile.is_zipfile(path):
+        raise SpreadsheetError("not_spreadsheet", _("文件不是有效的 Excel (.xlsx) 文件。"))
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise SpreadsheetError("not_spreadsheet", _("文件不是有效的 Excel (.xlsx) 文件。")) from exc
+    if len(infos) > MAX_MEMBERS:
+        raise SpreadsheetError("zip_bomb", _("文件结构异常 (包含过多部件),已拒绝。"))
+    total = 0
+    for info in infos:
+        total += info.file_size
+        ratio = info.file_size / max(info.compress_size, 1)
+        if total > MAX_UNCOMPRESSED or (info.file_size > 1024 * 1024 and ratio > MAX_RATIO):
+            raise SpreadsheetError(
+                "zip_bomb", _("文件解压后异常巨大 (疑似压缩炸弹),已拒绝。请检查文件来源。")
+            )
+    names = {info.filename for info in infos}
+    if not names.issuperset(XLSX_PARTS):
+        raise SpreadsheetError("not_spreadsheet", _("文件不是有效的 Excel (.xlsx) 文件。"))
+
+
+def _cell_text(value) -> str | int | float | datetime | None:
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 13800138000.0 from a numeric phone column
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return datetime(value.year, value.month, value.day)
+    return value
+
+
+def read(path: Path, kind: str) -> tuple[list[str], list[tuple[int, list]]]:
+    """Headers and (row number, values) of the first sheet; empty rows skipped; at most ``MAX_ROWS``."""
+    raw_rows = _read_xlsx(path) if kind == "xlsx" else _read_csv(path)
+    headers: list[str] | None = None
+    rows: list[tuple[int, list]] = []
+    for number, values in raw_rows:
+        values = [_cell_text(v) for v in values]
+        if not any(v not in (None, "") for v in values):
+            continue
+        if headers is None:
+            headers = [str(v).strip() if v is not None else "" for v in values]
+            continue
+        if len(rows) >= MAX_ROWS:
+            raise SpreadsheetError(
+                "too_many_rows", _("一次最多导入 %(n)s 行,请拆分文件后分批导入。", n=MAX_ROWS)
+            )
+        rows.append((number, values))
+    if headers is None:
+        raise SpreadsheetError("empty", _("文件是空的,没有找到表头。"))
+    width = len(headers)
+    while width and not headers[width - 1]:
+        width -= 1
+    headers = headers[:width]
+    return headers, [(n, (v + [None] * width)[:width]) for n, v in rows]
+
+
+def _read_xlsx(path: Path):
+    from openpyxl import load_workbook
+
+    # A file object, not the path: openpyxl judges paths by their extension, and uploads have none.
+    with open(path, "rb") as fh:
+        try:
+            workbook = load_workbook(fh, read_only=True, data_only=True)
+        except Exception as exc:  # openpyxl raises many kinds for a broken file
+            raise SpreadsheetError("not_spreadsheet", _("无法读取该 Excel 文件,文件可能已损坏。")) from exc
+        try:
+            sheet = workbook.worksheets[0]
+            for number, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+                yield number, list(values)
+        finally:
+            workbook.close()
+
+
+def _decode(data: bytes) -> str:
+    for encoding in ("utf-8-sig", "gb18030"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise SpreadsheetError("encoding", _("无法识别 CSV 文件的编码,请另存为 UTF-8 编码后再导入。"))
+
+
+def _read_csv(path: Path):
+    text = _decode(path.read_bytes())
+    try:
+        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",\t;")
+    except csv.Error:
+        dialect = csv.excel
+    yield from enumerate(csv.reader(io.StringIO(text), dialect), start=1)
+
+
+def safe_cell(value):
+    """A value that a spreadsheet shows as text: formula-looking strings get a leading apostrophe."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        if value[0] in "+-" and _PLAIN_NUMBER.match(value):
+            return value
+        return "'" + value
+    return value
+
+
+def write(headers: list[str], rows: list[list], fmt: str) -> bytes:
+    """An .xlsx or .csv (UTF-8 with BOM, so Excel reads the Chinese) of ``rows``, every cell escaped."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([safe_cell(h) for h in headers])
+        for row in rows:
+            writer.writerow([safe_cell("" if v is None else v) for v in row])
+        return ("\ufeff" + buffer.getvalue()).encode("utf-8")
+    from openpyxl import Workbook
+
+    workbook = Workbook(write_only=True)
+    sheet = workbook.create_sheet()
+    sheet.append([_as_text(h) for h in headers])
+    for row in rows:
+        sheet.append([_as_text(v) for v in row])
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
+
+
+def _as_text(value):
+    """An xlsx cell value that openpyxl stores as a string, never as a formula."""
+    if value is None:
+        return None
+    if isinstance(value, int | float | datetime):
+        return value
+    return safe_cell(str(value))

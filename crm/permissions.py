@@ -1,0 +1,167 @@
+"""Object-level permissions: who may see or act on a pool or a customer. One place for each rule."""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, false, or_, select
+from sqlalchemy.orm import Session
+
+from crm.models import Customer, Pool, PoolAdmin, PoolMember, Role, User
+
+
+def team_member_ids(session: Session, manager: User) -> set[int]:
+    """Users a manager looks after: their team's members and users who name them as manager."""
+    from crm.models import Team
+
+    team_ids = select(Team.id).where(Team.manager_id == manager.id)
+    ids = session.scalars(
+        select(User.id).where(or_(User.team_id.in_(team_ids), User.manager_id == manager.id))
+    ).all()
+    if manager.team_id is not None:
+        ids += session.scalars(select(User.id).where(User.team_id == manager.team_id)).all()
+    return set(ids) | {manager.id}
+
+
+def manages(session: Session, manager: User, user: User | int | None) -> bool:
+    """Admins manage everyone; a manager manages their team; nobody else manages anyone."""
+    if user is None:
+        return False
+    user_id = user if isinstance(user, int) else user.id
+    if manager.role == Role.ADMIN:
+        return True
+    if manager.role != Role.MANAGER:
+        return False
+    return user_id in team_member_ids(session, manager)
+
+
+def is_pool_admin(session: Session, user: User, pool: Pool | int) -> bool:
+    pool_id = pool if isinstance(pool, int) else pool.id
+    if user.role == Role.ADMIN:
+        return True
+    return bool(
+        session.scalar(select(exists().where(PoolAdmin.pool_id == pool_id, PoolAdmin.user_id == user.id)))
+    )
+
+
+def is_pool_member(session: Session, user: User, pool: Pool | int) -> bool:
+    """Members may see and claim: listed themselves, through their team, or as a pool admin."""
+    pool_id = pool if isinstance(pool, int) else pool.id
+    member = exists().where(
+        PoolMember.pool_id == pool_id,
+        or_(PoolMember.user_id == user.id, PoolMember.team_id == user.team_id if user.team_id else false()),
+    )
+    return bool(session.scalar(select(member))) or is_pool_admin(session, user, pool_id)
+
+
+def visible_pool_ids(session: Session, user: User) -> list[int]:
+    """Pools a user may open: all for admins and managers; member or admin pools for reps."""
+    query = select(Pool.id).where(Pool.deleted_at.is_(None))
+    if user.role in (Role.ADMIN, Role.MANAGER):
+        return list(session.scalars(query.order_by(Pool.id)))
+    member = select(PoolMember.pool_id).where(
+        or_(PoolMember.user_id == user.id, PoolMember.team_id == user.team_id if user.team_id else false())
+    )
+    admin = select(PoolAdmin.pool_id).where(PoolAdmin.user_id == user.id)
+    return list(session.scalars(query.where(or_(Pool.id.in_(member), Pool.id.in_(admin))).order_by(Pool.id)))
+
+
+def can_view_customer(session: Session, user: User, customer: Customer) -> bool:
+    """Owner, the owner's manager, admins; for an unowned customer, members and admins of its pool."""
+    if user.role == Role.ADMIN or customer.owner_id == user.id:
+        return True
+    if customer.owner_id is not None:
+        return manages(session, user, customer.owner_id)
+    if user.role == Role.MANAGER:
+        return True
+    return customer.pool_id is not None and is_pool_member(session, user, customer.pool_id)
+
+
+def can_edit_customer(session: Session, user: User, customer: Customer) -> bool:
+    """Owner, the owner's manager, admins; unowned customers: pool admins."""
+    if user.role == Role.ADMIN or customer.owner_id == user.id:
+        return True
+    if customer.owner_id is not None:
+        return manages(session, user, customer.owner_id)
+    return customer.pool_id is not None and is_pool_admin(session, user, customer.pool_id)
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """138****5678 for pools that mask contacts until claimed."""
+    if not phone:
+        return phone
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if len(digits) < 7:
+        return "****"
+    return f"{digits[:3]}****{digits[-4:]}"
+
+
+def mask_text(value: str | None) -> str | None:
+    if not value:
+        return value
+    return value[0] + "***"
+
+
+# ---------------------------------------------------------------- pool actions (公海操作)
+
+
+def can_release(session: Session, user: User, customer: Customer) -> bool:
+    """The owner, the owner's manager and admins may put an owned customer back into its pool."""
+    if customer.owner_id is None:
+        return False
+    return customer.owner_id == user.id or manages(session, user, customer.owner_id)
+
+
+def can_assign_from_pool(session: Session, user: User, pool: Pool | int) -> bool:
+    """Managers, admins and the pool's admins may hand pool customers to someone (分配)."""
+    return user.role in (Role.ADMIN, Role.MANAGER) or is_pool_admin(session, user, pool)
+
+
+def can_transfer(session: Session, user: User, customer: Customer) -> bool:
+    """Owned customers move between users (转移) by the owner's manager or an admin."""
+    return customer.owner_id is not None and manages(session, user, customer.owner_id)
+
+
+def can_receive_from(session: Session, actor: User, receiver: User, pool_id: int | None) -> bool:
+    """May ``actor`` give a customer to ``receiver``?
+
+    Admins: anyone. Managers: the people they manage (their team). A pool admin: the members of that
+    pool. A rep never assigns to themselves (they claim, so the daily limit applies).
+    """
+    if actor.role == Role.ADMIN:
+        return True
+    if actor.role == Role.REP and receiver.id == actor.id:
+        return False
+    if manages(session, actor, receiver):
+        return True
+    return (
+        pool_id is not None
+        and is_pool_admin(session, actor, pool_id)
+        and is_pool_member(session, receiver, pool_id)
+    )
+
+
+def can_edit_pool(session: Session, user: User, pool: Pool | int) -> bool:
+    """Admins edit every pool; a pool admin edits their own pools' settings and members."""
+    return is_pool_admin(session, user, pool)
+
+
+def managed_user_ids(session: Session, user: User) -> set[int] | None:
+    """Whose customers ``user`` sees in the customer list: None means everyone (admins)."""
+    if user.role == Role.ADMIN:
+        return None
+    if user.role == Role.MANAGER:
+        return team_member_ids(session, user)
+    return {user.id}
+
+
+def pool_roles(session: Session, user: User, pool: Pool | int) -> tuple[bool, bool]:
+    """(is pool admin, is member) of one pool in a single query — the board asks on every request."""
+    pool_id = pool if isinstance(pool, int) else pool.id
+    if user.role == Role.ADMIN:
+        return True, True
+    admin = exists().where(PoolAdmin.pool_id == pool_id, PoolAdmin.user_id == user.id)
+    member = exists().where(
+        PoolMember.pool_id == pool_id,
+        or_(PoolMember.user_id == user.id, PoolMember.team_id == user.team_id if user.team_id else false()),
+    )
+    is_admin, is_member = session.execute(select(admin, member)).one()
+    return bool(is_admin), bool(is_admin or is_member)

@@ -1,0 +1,134 @@
+"""Background work through rq: the only module that knows about Redis.
+
+``enqueue`` never lets a Redis outage break a user's request: the database is the source of truth
+(reminders, sweeps and rollups are found again by the periodic jobs), so a failed enqueue is logged
+and the caller carries on. After a failure the app stops trying for ``REDIS_RETRY_SECONDS`` so that a
+dead Redis costs one connect timeout, not one per request.
+
+Connection: ``REDIS_URL`` when set, else the embedded server (``crm.embedded_redis``), started on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from flask import current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job
+
+log = logging.getLogger(__name__)
+
+# "default": sweeps, scoring, rollups; "dispatch": reminder delivery (email, webhooks), kept apart so a
+# slow SMTP server does not hold up the rest.
+QUEUES = ("default", "dispatch")
+REDIS_RETRY_SECONDS = 30.0
+
+
+def redis_url() -> str:
+    """``REDIS_URL``, or the embedded server's URL (started on first use when none is configured)."""
+    url = current_app.config.get("REDIS_URL")
+    if url:
+        return url
+    from crm.embedded_redis import ensure_running
+
+    return ensure_running(current_app.instance_path)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    from redis.connection import parse_url
+
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if parse_url(url).get("password") else url
+
+
+def connect(url: str) -> Redis:
+    """A client with short timeouts: a web request must not hang on a dead Redis."""
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
+
+
+def wait_for_redis(
+    app, log_to: logging.Logger, retry_seconds: float = 2.0, give_up_after: float | None = None
+) -> tuple[Redis, str]:
+    """Connect the worker or scheduler to the app's Redis, waiting (and saying so) while it is down.
+
+    A process that exited instead would take its siblings down with it under honcho.
+    """
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            with app.app_context():
+                url = redis_url()
+            connection = connect(url)
+            connection.ping()
+            return connection, url
+        except (RedisError, OSError, RuntimeError) as exc:
+            if give_up_after is not None and time.monotonic() - started > give_up_after:
+                raise
+            if attempt % 15 == 0:
+                log_to.warning("Redis not reachable (%s); retrying every %.0fs", exc, retry_seconds)
+            attempt += 1
+            time.sleep(retry_seconds)
+
+
+def get_redis() -> Redis:
+    """The app's Redis client (one per app and process)."""
+    app = current_app._get_current_object()
+    conn = app.extensions.get("crm_redis")
+    if conn is None:
+        conn = connect(redis_url())
+        app.extensions["crm_redis"] = conn
+    return conn
+
+
+def get_queue(name: str = "default") -> Queue:
+    if name not in QUEUES:
+        raise ValueError(f"unknown queue {name!r} (known: {', '.join(QUEUES)})")
+    return Queue(name, connection=get_redis())
+
+
+def enqueue(
+    func: Callable | str, *args, queue: str = "default", job_id: str | None = None, **kwargs
+) -> Job | None:
+    """Enqueue a job; returns the rq Job, or None when Redis is unreachable (logged, not raised).
+
+    ``args``/``kwargs`` are passed to ``rq.Queue.enqueue`` (so rq's options such as ``job_timeout`` or
+    ``result_ttl`` work as there). With a ``job_id``, a job of that id still waiting or running is
+    returned instead of enqueuing a second copy.
+    """
+    app = current_app._get_current_object()
+    down_until = app.extensions.get("crm_redis_down_until", 0.0)
+    if time.monotonic() < down_until:
+        log.info("skipped enqueue of %s: Redis was unreachable moments ago", _name(func))
+        return None
+    try:
+        q = get_queue(queue)
+        if job_id is not None:
+            existing = _waiting_job(q, job_id)
+            if existing is not None:
+                return existing
+        return q.enqueue(func, *args, job_id=job_id, **kwargs)
+    except (RedisError, OSError, RuntimeError) as exc:
+        # RuntimeError: the embedded server could not be started.
+        app.extensions["crm_redis_down_until"] = time.monotonic() + REDIS_RETRY_SECONDS
+        app.extensions.pop("crm_redis", None)
+        log.warning("could not enqueue %s: %s (the periodic jobs will pick the work up)", _name(func), exc)
+        return None
+
+
+def _waiting_job(q: Queue, job_id: str) -> Job | None:
+    if not q.connection.exists(Job.key_for(job_id)):
+        return None
+    job = Job.fetch(job_id, connection=q.connection)
+    return job if job.get_status() in ("queued", "started", "deferred", "scheduled") else None
+
+
+def _name(func: Callable | str) -> str:
+    return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"

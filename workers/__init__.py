@@ -1,0 +1,1 @@
+"""Background processes: the rq worker (``workers.worker``) and the scheduler (``workers.cron``)."""

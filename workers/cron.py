@@ -1,0 +1,23 @@
+"""The schedule: periodic jobs enqueued by rq's cron scheduler (``python -m workers.scheduler``, the
+Procfile's ``cron``; or ``rq cron workers.cron --url "$REDIS_URL"``). One ``cron.register`` line per job
+(``interval=`` seconds or ``cron="*/5 * * * *"``); append yours.
+
+Periodic jobs work from "now" (not "since the last run"), so after a restart they simply catch up.
+"""
+
+from rq import cron
+
+from workers import jobs
+
+cron.register(jobs.heartbeat, queue_name="default", interval=300)
+# Recycle sweep + warning pass (issue 5), every 3 minutes: recycling is due-to-the-minute within a few
+# minutes, and the sweep is idempotent and serialised, so overlapping runs are harmless.
+cron.register(jobs.recycle_sweep, queue_name="default", interval=180)
+# Reminders (crm/reminders): dispatch every minute, generation every 10 minutes, spot-check samples hourly
+# (the job samples "yesterday" once per day, so hourly runs just catch up after downtime).
+cron.register(jobs.dispatch_due, queue_name="dispatch", interval=60)
+cron.register(jobs.generate_reminders, queue_name="default", interval=600)
+cron.register(jobs.sample_spot_checks, queue_name="default", interval=3600)
+# Nightly score recompute (decay), gram statistics and form-hit cleanup; cron times are the host's local
+# time (run the scheduler with TZ=Asia/Shanghai for 02:30 China time).
+cron.register(jobs.recompute_scores, queue_name="default", cron="30 2 * * *", job_timeout=1800)

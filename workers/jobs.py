@@ -1,0 +1,135 @@
+"""RQ job functions: load ids, call a service, commit. Every job is idempotent (safe to run again).
+
+Jobs run inside the Flask app context of the worker process (``app_job``), created once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+
+_app = None
+
+
+def get_app():
+    """The worker's app, created once per process."""
+    global _app
+    if _app is None:
+        from crm import create_app
+
+        _app = create_app()
+    return _app
+
+
+def app_job(func: Callable) -> Callable:
+    """Run ``func`` inside an app context; roll back on error so the next job starts clean."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from flask import has_app_context
+
+        if has_app_context():  # tests run jobs inside their own app
+            return func(*args, **kwargs)
+        with get_app().app_context():
+            from crm.extensions import db
+
+            try:
+                return func(*args, **kwargs)
+            except Exception:
+                db.session.rollback()
+                raise
+            finally:
+                db.session.remove()
+
+    return wrapper
+
+
+@app_job
+def heartbeat() -> str:
+    """A trivial job the scheduler enqueues so operators can see the worker is alive and reaches the
+    database (the worker's log shows it every few minutes)."""
+    from sqlalchemy import text
+
+    from crm import clock
+    from crm.extensions import db
+
+    db.session.execute(text("SELECT 1"))
+    stamp = clock.now().isoformat()
+    logging.getLogger("crm.worker").info("heartbeat: database reachable at %s", stamp)
+    return stamp
+
+
+@app_job
+def recycle_sweep(as_of: str | None = None) -> dict:
+    """The recycle sweep (issue 5): recycle what is due now, send due warnings/escalations. Idempotent;
+    works from "now", so a worker that was down catches up on its next run."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.recycle.sweep import sweep
+
+    at = clock.parse_iso(as_of) if as_of else clock.now()
+    result = sweep(db.session, at)
+    return {"run_id": result.run_id, "recycled": result.recycled, "warned": result.warned,
+            "escalated": result.escalated}  # fmt: skip
+
+
+@app_job
+def dispatch_due(budget_seconds: float = 50.0) -> dict:
+    """Fan out due reminders and send them (exactly once per reminder, channel and round; see
+    ``crm.reminders.dispatch``). Safe to run in several workers at once."""
+    from crm.extensions import db
+    from crm.reminders.dispatch import dispatch_pass
+
+    report = dispatch_pass(db.session, budget_seconds=budget_seconds)
+    return {"fanned_out": report.fanned_out, "sent": report.count("sent"), "failed": report.count("failed")}
+
+
+@app_job
+def send_due() -> int:
+    """Send already fanned-out deliveries only (extra workers drain a large backlog with this)."""
+    from crm.extensions import db
+    from crm.reminders.dispatch import send_due as send
+
+    return len(send(db.session))
+
+
+@app_job
+def generate_reminders() -> dict:
+    """Generate reminders from every source and escalate overdue ones (set-based, idempotent)."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.reminders.generate import generate_all
+
+    made = generate_all(db.session, clock.now())
+    db.session.commit()
+    return {"created": made.created, "escalated": made.escalated, "cancelled": made.cancelled}
+
+
+@app_job
+def sample_spot_checks() -> int:
+    """Give each manager yesterday's spot-check sample (idempotent per day, so it can run hourly)."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.followups.spotcheck import sample_daily
+
+    added = sample_daily(db.session, clock.now())
+    db.session.commit()
+    return added
+
+
+@app_job
+def recompute_scores() -> dict:
+    """Nightly (intake/scoring): recompute every score so behaviour points decay, refresh the name-gram
+    statistics the fuzzy check orders by, and drop old public-form rate-limit hits. Idempotent."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.intake import grams, public
+    from crm.scoring import services
+
+    now = clock.now()
+    result = services.recompute_all(db.session, now)
+    result["name_grams"] = grams.refresh_stats(db.session)
+    result["rate_limit_hits_purged"] = public.purge_hits(db.session, now)
+    db.session.commit()
+    return result
