@@ -11,6 +11,7 @@ branches merge without conflicts; fuzzy matching is off (a wrong guess is worse 
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import tempfile
@@ -29,9 +30,34 @@ def _role_labels() -> Iterable[str]:
     return Role.LABELS.values()
 
 
+def _label_tables() -> Iterable[str]:
+    """Plain-string label tables that templates and services translate with ``_(table[key])``."""
+    from crm.customers.services import SORTS
+    from crm.customers.timeline import EVENT_LABELS
+    from crm.followups.spotcheck import VERDICT_LABELS
+    from crm.intake.services import SOURCE_LABELS
+    from crm.models import HARD_TAG
+    from crm.models.followups import Channel, ReminderKind
+    from crm.models.recycle import RuleKind
+    from crm.pool.manage import POOL_KINDS, PREV_OWNER_LABELS, STRATEGY_LABELS
+    from crm.reminders.channels import KIND_LABELS
+    from crm.reminders.services import CHANNEL_LABELS
+    from crm.settings import store
+
+    for module in ("crm.intake.config", "crm.pool.services", "crm.recycle.calendar", "crm.reminders.settings",
+                   "crm.scoring.config"):  # fmt: skip
+        importlib.import_module(module)  # they register their settings sections on import
+    tables = (SORTS, EVENT_LABELS, VERDICT_LABELS, SOURCE_LABELS, Channel.LABELS, ReminderKind.LABELS,
+              RuleKind.LABELS, POOL_KINDS, PREV_OWNER_LABELS, STRATEGY_LABELS, KIND_LABELS, CHANNEL_LABELS)  # fmt: skip
+    yield HARD_TAG  # the system tag's name, shown translated
+    yield from (str(s.label) for s in store.SECTIONS.values())
+    for table in tables:
+        yield from (str(v) for v in table.values())
+
+
 # Msgids looked up at run time from data (e.g. ``_(Role.LABELS[role])``), which extraction cannot see.
 # Features append a callable returning their strings.
-EXTRA_MSGIDS: list[Callable[[], Iterable[str]]] = [_role_labels]
+EXTRA_MSGIDS: list[Callable[[], Iterable[str]]] = [_role_labels, _label_tables]
 
 
 def _pybabel(*args: str) -> None:

@@ -278,7 +278,9 @@ def filter_options(session: Session, pool: Pool) -> dict[str, list]:
             "sources": sorted(set(distinct(Customer.source)) | set(distinct(Customer.channel))),
             "tags": [
                 tuple(t)
-                for t in session.execute(select(Tag.id, Tag.name).order_by(Tag.system.desc(), Tag.name))
+                for t in session.execute(
+                    select(Tag.id, Tag.name, Tag.system).order_by(Tag.system.desc(), Tag.name)
+                )
             ],
         }
         cache[pool.id] = (time.monotonic() + OPTIONS_TTL_SECONDS, values)
