@@ -13,7 +13,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    false,
     func,
     text,
 )
@@ -68,7 +67,7 @@ class FollowUp(db.Model):
     )
     # Saved past the contact-frequency cap (warn mode) after the rep confirmed, or by a caller that
     # does not ask (managers see these).
-    over_cap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    over_cap: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
 
     customer = relationship("Customer")
     user = relationship("User")

@@ -518,7 +518,7 @@ def upgrade():
     sa.Column('stage_id', sa.Integer(), nullable=True),
     sa.Column('is_fake', sa.Boolean(), nullable=False),
     sa.Column('answered_reminder_id', sa.Integer(), nullable=True),
-    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('false'), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_followups_customer_id_customers')),
     sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f('fk_followups_stage_id_stages')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_followups_user_id_users')),
@@ -737,6 +737,11 @@ def upgrade():
         batch_op.create_foreign_key(batch_op.f('fk_followups_answered_reminder_id_reminders'), 'reminders', ['answered_reminder_id'], ['id'], use_alter=True)
 
     # ### end Alembic commands ###
+
+    # Expression index autogenerate on SQLite cannot see (crm/models/followups.py).
+    op.create_index('ix_reminders_unfanned', 'reminders', [sa.text('coalesce(notify_at, due_at)')],
+                    postgresql_where=sa.text("fanned_out_at IS NULL AND status = 'open'"),
+                    sqlite_where=sa.text("fanned_out_at IS NULL AND status = 'open'"))
 
     # The ledger is append-only: triggers refuse UPDATE and DELETE on pool_events.
     from crm.models.ledger_guard import statements
