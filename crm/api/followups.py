@@ -85,19 +85,7 @@ def create_followup(customer_id: int):
     customer = _customer(customer_id)
     form = form_from_json(FollowUpForm, json_body())
     try:
-        fu = services.record_followup(
-            db.session,
-            customer,
-            current_user,
-            channel=form.channel.data,
-            content=form.content.data,
-            goal_met=bool(form.goal_met.data),
-            next_plan=form.next_plan.data,
-            next_contact_at=form.next_contact_at.utc,
-            now=clock.now(),
-            answered_reminder_id=form.reminder_id.data,
-            confirm_over_cap=bool(form.confirm_over_cap.data),
-        )
+        fu = form.record(db.session, customer, current_user, clock.now())
     except services.FrequencyCapWarning as exc:
         db.session.rollback()
         raise ApiError(409, exc.code, str(exc), today=exc.today, week=exc.week) from exc

@@ -114,8 +114,9 @@ def visible_customers(session: Session, user: User) -> Select:
     return stmt.where(Customer.owner_id.in_(ids))
 
 
-def search_condition(q: str):
-    """Phone numbers match the normalised key (customer or contact); other text the name or contact."""
+def search_condition(q: str, *, contact_name: bool = True):
+    """Phone numbers match the normalised key exactly (customer or contact); other text the name, and the
+    contact name unless ``contact_name`` is false (pool boards: a masked pool must not leak who the contact is)."""
     if looks_like_phone(q):
         key = phone_key(q)
         # One id set from two indexed lookups (an OR across the two tables would scan the customers).
@@ -126,7 +127,8 @@ def search_condition(q: str):
             )
         )
     pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return or_(Customer.name.like(pattern, escape="\\"), Customer.contact_name.like(pattern, escape="\\"))
+    by_name = Customer.name.like(pattern, escape="\\")
+    return or_(by_name, Customer.contact_name.like(pattern, escape="\\")) if contact_name else by_name
 
 
 def customer_list(

@@ -12,7 +12,7 @@ from crm.forms import LocalDateTimeField, choices
 from crm.models import Channel
 from crm.reminders.services import MAX_AHEAD
 
-from .services import CONTENT_MAX, PLAN_MAX
+from .services import CONTENT_MAX, PLAN_MAX, record_followup
 
 CHANNEL_CHOICES = choices((c, _l(Channel.LABELS[c])) for c in Channel.ALL)
 
@@ -84,6 +84,22 @@ class FollowUpForm(FlaskForm):
     confirm_over_cap = BooleanField(
         _l("仍然保存(已超出联系频率上限)"), description=_l("超出联系频率上限时确认仍要保存")
     )
+
+    def record(self, session, customer, user, now):
+        """Save the validated form through the one follow-up service function (web and API alike)."""
+        return record_followup(
+            session,
+            customer,
+            user,
+            channel=self.channel.data,
+            content=self.content.data,
+            goal_met=bool(self.goal_met.data),
+            next_plan=self.next_plan.data,
+            next_contact_at=self.next_contact_at.utc,
+            now=now,
+            answered_reminder_id=self.reminder_id.data,
+            confirm_over_cap=bool(self.confirm_over_cap.data),
+        )
 
 
 class FollowUpPageForm(FollowUpForm):

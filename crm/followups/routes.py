@@ -114,19 +114,7 @@ def followup(customer_id: int):
     warn = False
     if form.validate_on_submit():
         try:
-            services.record_followup(
-                db.session,
-                customer,
-                current_user,
-                channel=form.channel.data,
-                content=form.content.data,
-                goal_met=bool(form.goal_met.data),
-                next_plan=form.next_plan.data,
-                next_contact_at=form.next_contact_at.utc,
-                now=clock.now(),
-                answered_reminder_id=form.reminder_id.data,
-                confirm_over_cap=bool(form.confirm_over_cap.data),
-            )
+            form.record(db.session, customer, current_user, clock.now())
         except services.FrequencyCapWarning as exc:
             db.session.rollback()
             form.confirm_over_cap.errors = [str(exc)]

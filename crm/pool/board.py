@@ -16,12 +16,12 @@ from types import SimpleNamespace
 from typing import NamedTuple
 
 from flask import current_app
-from sqlalchemy import Select, and_, func, or_, select, union
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from crm import clock
-from crm.customers.keys import looks_like_phone, phone_key
-from crm.models import Contact, Customer, Pool, Tag, User, customer_tags
+from crm.customers.services import search_condition
+from crm.models import Customer, Pool, Tag, User, customer_tags
 
 PAGE_SIZE = 30
 GRADES = ("A", "B", "C")
@@ -136,23 +136,8 @@ def apply_filters(stmt: Select, filters: BoardFilters, now: datetime) -> Select:
         start, _end = clock.local_day_bounds(None, now)
         stmt = stmt.where(Customer.pool_entered_at >= start)
     if filters.q:
-        stmt = stmt.where(search_condition(filters.q))
+        stmt = stmt.where(search_condition(filters.q, contact_name=False))
     return stmt
-
-
-def search_condition(q: str):
-    """Phone numbers match the normalised key exactly (customer or contact); other text the name."""
-    if looks_like_phone(q):
-        key = phone_key(q)
-        # One id set from two indexed lookups (an OR across the two tables would scan the customers).
-        return Customer.id.in_(
-            union(
-                select(Customer.id).where(Customer.phone_key == key),
-                select(Contact.customer_id).where(Contact.phone_key == key),
-            )
-        )
-    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-    return Customer.name.like(pattern, escape="\\")
 
 
 @dataclass
