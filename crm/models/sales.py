@@ -97,6 +97,7 @@ class StageChange(db.Model):
     from_stage = relationship("Stage", foreign_keys=[from_stage_id])
     to_stage = relationship("Stage", foreign_keys=[to_stage_id])
     user = relationship("User")
+    opportunity = relationship("Opportunity")
 
 
 class Quote(db.Model):
