@@ -400,7 +400,7 @@ def _apply(session, customer, opp, opp_needed, stage, user, now, payload, quote,
     if reason is not None:
         notes.append(_("输单原因:%(reason)s", reason=reason))
     if opp is not None:
-        opp.stage_id = stage.id
+        opp.stage = stage
         opp.stage_changed_at = now
         if stage.kind == StageKind.WON:
             opp.status, opp.closed_at, opp.lost_reason = WON, now, None
@@ -409,7 +409,7 @@ def _apply(session, customer, opp, opp_needed, stage, user, now, payload, quote,
         else:
             opp.status, opp.closed_at, opp.lost_reason = OPEN, None, None
         notes.insert(0, _("商机「%(name)s」", name=opp.name))
-    customer.stage_id = stage.id
+    customer.stage = stage
     customer.last_stage_change_at = now
     customer.updated_at = now
     if stage.kind == StageKind.WON:
@@ -459,7 +459,7 @@ def _new_opportunity(session, customer, user, now, *, name, stage=None, amount=N
     session.add(StageChange(customer_id=customer.id, opportunity_id=opp.id, from_stage_id=None, to_stage_id=stage.id,
                             user_id=user.id, at=now, note=_("新建商机「%(name)s」", name=opp.name)))  # fmt: skip
     if customer.stage_id is None:
-        customer.stage_id = stage.id
+        customer.stage = stage
         customer.last_stage_change_at = now
     session.flush()
     return opp
