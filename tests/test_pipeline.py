@@ -52,7 +52,9 @@ def snapshot(customer_id: int) -> tuple:
     db.session.expire_all()
     c = db.session.get(Customer, customer_id)
     opps = db.session.execute(
-        select(Opportunity.id, Opportunity.stage_id, Opportunity.status, Opportunity.amount).order_by(Opportunity.id)
+        select(Opportunity.id, Opportunity.stage_id, Opportunity.status, Opportunity.amount).order_by(
+            Opportunity.id
+        )
     ).all()
     return (c.stage_id, c.last_stage_change_at, c.won_at, c.lifecycle, tuple(opps), count(StageChange),
             count(Quote), count(Contract), count(FollowUp), count(Contact), count(Activity))  # fmt: skip
@@ -66,7 +68,11 @@ def today(days: int = 0) -> str:
     return (clock.local_today() + timedelta(days=days)).isoformat()
 
 
-QUOTE = {"stage": "已报价", "items": [{"name": "CRM 标准版", "qty": 10, "price": 1200}], "valid_until": today(30)}
+QUOTE = {
+    "stage": "已报价",
+    "items": [{"name": "CRM 标准版", "qty": 10, "price": 1200}],
+    "valid_until": today(30),
+}
 FOLLOW = {"stage": "有意向", "channel": "phone", "content": "客户确认有采购需求", "next_plan": "发方案",
           "next_contact_at": future()}  # fmt: skip
 CONTRACT = {"stage": "成交", "contract_number": "HT-2026-001", "amount": 12000, "signed_on": today(),
@@ -243,7 +249,9 @@ def test_lost_reason_not_in_list_is_refused(api, make, rep, opp):
 def test_duplicate_contract_number_is_refused(api, make, rep, opp, owned):
     client = api(make.token(rep))
     assert client.post(f"/api/v1/opportunities/{opp.id}/stage", json=CONTRACT).status_code == 200
-    other = services.create_opportunity(db.session, owned, rep, clock.now(), services.OpportunityInput("二期"))
+    other = services.create_opportunity(
+        db.session, owned, rep, clock.now(), services.OpportunityInput("二期")
+    )
     db.session.commit()
     before = snapshot(owned.id)
     resp = client.post(f"/api/v1/opportunities/{other.id}/stage", json=CONTRACT)
@@ -295,18 +303,26 @@ def test_stage_change_resets_stage_clock_and_shows_on_timeline(api, make, rep, o
     assert "已报价" in html and "报价 ¥12,000.00" in html
 
 
-def test_stage_change_restarts_no_stage_progress_rule(make, rep, opp):
-    """The recycle rule 'no stage progress' is due from the last stage change."""
-    from crm.recycle import engine
+def test_stage_change_restarts_no_stage_progress_rule(make, rep, owned, opp):
+    """The recycle rule 'no stage progress' counts from the last stage change: the customer moved today
+    stays; an identical customer that did not move is recycled by the same sweep."""
+    from crm.recycle.sweep import sweep
+    from tests.recycle_support import add_rule
 
-    customer = db.session.get(Customer, opp.customer_id)
-    customer.last_stage_change_at = clock.now() - timedelta(days=40)
-    db.session.commit()
     now = clock.now()
+    stale = make.customer(owned.pool, owner=rep)
+    for c in (owned, stale):
+        c.claimed_at = c.last_stage_change_at = now - timedelta(days=40)
+    add_rule(owned.pool, "no_stage_progress", days=30, exclude_protected=True)
+    db.session.commit()
     services.change_stage(db.session, opp, stage("已报价"), rep, now, QUOTE)
     db.session.commit()
-    assert db.session.get(Customer, opp.customer_id).last_stage_change_at == now
-    assert "last_stage_change_at" in open(engine.__file__, encoding="utf-8").read()
+    assert db.session.get(Customer, owned.id).last_stage_change_at == now
+    sweep(db.session, now + timedelta(minutes=1))
+    db.session.commit()
+    db.session.expire_all()
+    assert db.session.get(Customer, owned.id).owner_id == rep.id
+    assert db.session.get(Customer, stale.id).owner_id is None
 
 
 # ---------------------------------------------------------------- permissions
@@ -326,7 +342,9 @@ def test_another_rep_cannot_move_my_opportunity(api, make, rep, opp):
 
 
 def test_manager_and_admin_may_move_the_reps_opportunity(api, make, manager, admin, opp):
-    assert api(make.token(manager)).post(f"/api/v1/opportunities/{opp.id}/stage", json=QUOTE).status_code == 200
+    assert (
+        api(make.token(manager)).post(f"/api/v1/opportunities/{opp.id}/stage", json=QUOTE).status_code == 200
+    )
     resp = api(make.token(admin)).post(f"/api/v1/opportunities/{opp.id}/stage", json=LOST)
     assert resp.status_code == 200
 
@@ -340,7 +358,9 @@ def test_read_only_token_cannot_move(api, make, rep, opp):
 
 
 def test_customer_without_opportunity_moves_itself(api, make, rep, owned):
-    resp = api(make.token(rep)).post(f"/api/v1/customers/{owned.id}/stage", json=FOLLOW | {"stage": "初步沟通"})
+    resp = api(make.token(rep)).post(
+        f"/api/v1/customers/{owned.id}/stage", json=FOLLOW | {"stage": "初步沟通"}
+    )
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["opportunity"] is None
     assert db.session.get(Customer, owned.id).stage.name == "初步沟通"
@@ -354,7 +374,9 @@ def test_customer_quote_without_opportunity_opens_one(api, make, rep, owned):
 
 
 def test_customer_with_two_open_opportunities_must_name_one(api, make, rep, owned, opp):
-    second = services.create_opportunity(db.session, owned, rep, clock.now(), services.OpportunityInput("二期"))
+    second = services.create_opportunity(
+        db.session, owned, rep, clock.now(), services.OpportunityInput("二期")
+    )
     db.session.commit()
     client = api(make.token(rep))
     assert client.post(f"/api/v1/customers/{owned.id}/stage", json=LOST).status_code == 422
@@ -367,7 +389,9 @@ def test_customer_with_two_open_opportunities_must_name_one(api, make, rep, owne
 
 def test_create_list_and_edit_opportunities(api, make, rep, owned):
     client = api(make.token(rep))
-    resp = client.post(f"/api/v1/customers/{owned.id}/opportunities", json={"name": "软件采购", "amount": 5000})
+    resp = client.post(
+        f"/api/v1/customers/{owned.id}/opportunities", json={"name": "软件采购", "amount": 5000}
+    )
     assert resp.status_code == 201
     opp_id = resp.get_json()["id"]
     assert resp.get_json()["stage"]["name"] == "新线索" and resp.get_json()["from_pool"] is True
@@ -410,7 +434,9 @@ def test_convert_lead_creates_account_contact_and_opportunity(api, make, rep, ow
     assert customer.lifecycle == Lifecycle.CUSTOMER
     assert db.session.scalar(select(Activity).where(Activity.kind == "converted")) is not None
     # A second conversion is refused.
-    again = api(make.token(rep)).post(f"/api/v1/customers/{owned.id}/convert", json={"opportunity_name": "再来"})
+    again = api(make.token(rep)).post(
+        f"/api/v1/customers/{owned.id}/convert", json={"opportunity_name": "再来"}
+    )
     assert again.status_code == 422 and "已经转化" in again.get_json()["message"]
 
 
@@ -434,7 +460,9 @@ def test_convert_refuses_pool_leads_and_other_reps(api, make, rep, owned):
     resp = client.post(f"/api/v1/customers/{pool_lead.id}/convert", json={"opportunity_name": "X"})
     assert resp.status_code in (403, 422)
     other = make.user(name="小赵")
-    resp = api(make.token(other)).post(f"/api/v1/customers/{owned.id}/convert", json={"opportunity_name": "X"})
+    resp = api(make.token(other)).post(
+        f"/api/v1/customers/{owned.id}/convert", json={"opportunity_name": "X"}
+    )
     assert resp.status_code in (403, 404)
     assert db.session.get(Customer, owned.id).lifecycle == Lifecycle.LEAD
 

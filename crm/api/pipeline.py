@@ -184,7 +184,9 @@ def opportunity_stage(opportunity_id: int):
 def customer_opportunities(customer_id: int):
     """The customer's opportunities, open ones first."""
     customer = _customer(customer_id)
-    return jsonify(opportunities=[opportunity_json(o) for o in services.customer_opportunities(db.session, customer.id)])
+    return jsonify(
+        opportunities=[opportunity_json(o) for o in services.customer_opportunities(db.session, customer.id)]
+    )
 
 
 def _opportunity_input(form) -> services.OpportunityInput:
@@ -193,7 +195,12 @@ def _opportunity_input(form) -> services.OpportunityInput:
 
 @bp.route("/customers/<int:customer_id>/opportunities", methods=["POST"])
 @access(Role.REP)
-@doc("新建商机", body=OpportunityForm, scope="write", responses={201: "已创建", 403: "forbidden", 422: "invalid"})
+@doc(
+    "新建商机",
+    body=OpportunityForm,
+    scope="write",
+    responses={201: "已创建", 403: "forbidden", 422: "invalid"},
+)
 def create_opportunity(customer_id: int):
     """A new opportunity; it starts at the customer's current open stage (else the first open stage)."""
     customer = _customer(customer_id)
@@ -250,14 +257,20 @@ def convert(customer_id: int):
     db.session.commit()
     return jsonify(
         customer={"id": customer.id, "lifecycle": customer.lifecycle, "name": customer.name},
-        contact={"id": result.contact.id, "name": result.contact.name, "is_primary": result.contact.is_primary},
+        contact={
+            "id": result.contact.id,
+            "name": result.contact.name,
+            "is_primary": result.contact.is_primary,
+        },
         opportunity=opportunity_json(result.opportunity),
     ), 201
 
 
 def _customer_extra(session, customer: Customer, user) -> dict:
     """``GET /customers/<id>`` gains ``opportunities`` (open ones first)."""
-    return {"opportunities": [opportunity_json(o) for o in services.customer_opportunities(session, customer.id)]}
+    return {
+        "opportunities": [opportunity_json(o) for o in services.customer_opportunities(session, customer.id)]
+    }
 
 
 hooks.register_customer_json(_customer_extra)

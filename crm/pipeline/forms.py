@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, DecimalField, IntegerField, SelectField, StringField, TextAreaField
+from wtforms import (
+    BooleanField,
+    DateField,
+    DecimalField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
 from crm.forms import choices
@@ -54,7 +62,10 @@ class ChineseDateField(DateField):
 class OpportunityForm(FlaskForm):
     name = StringField(
         _l("商机名称"),
-        validators=[DataRequired(_l("请填写商机名称。")), Length(max=120, message=_l("商机名称不超过 120 字。"))],
+        validators=[
+            DataRequired(_l("请填写商机名称。")),
+            Length(max=120, message=_l("商机名称不超过 120 字。")),
+        ],
     )
     amount = DecimalText(
         _l("预计金额(元)"),
@@ -72,10 +83,15 @@ class ConvertForm(FlaskForm):
     )
     opportunity_name = StringField(
         _l("商机名称"),
-        validators=[DataRequired(_l("请填写商机名称。")), Length(max=120, message=_l("商机名称不超过 120 字。"))],
+        validators=[
+            DataRequired(_l("请填写商机名称。")),
+            Length(max=120, message=_l("商机名称不超过 120 字。")),
+        ],
     )
     amount = DecimalText(
-        _l("预计金额(元)"), places=2, validators=[Optional(), NumberRange(min=0, message=_l("金额不能为负数。"))]
+        _l("预计金额(元)"),
+        places=2,
+        validators=[Optional(), NumberRange(min=0, message=_l("金额不能为负数。"))],
     )
     expected_close = ChineseDateField(_l("预计成交日期"), validators=[Optional()])
 
@@ -85,7 +101,10 @@ class StageForm(FlaskForm):
 
     name = StringField(
         _l("阶段名称"),
-        validators=[DataRequired(_l("请填写阶段名称。")), Length(max=30, message=_l("阶段名称不超过 30 字。"))],
+        validators=[
+            DataRequired(_l("请填写阶段名称。")),
+            Length(max=30, message=_l("阶段名称不超过 30 字。")),
+        ],
     )
     position = IntegerField(
         _l("顺序"),
@@ -103,7 +122,9 @@ class StageForm(FlaskForm):
         validators=[InputRequired(_l("请选择进入要求。"))],
     )
     funnel = SelectField(
-        _l("漏斗分组"), choices=choices(FUNNEL_LABELS.items()), validators=[InputRequired(_l("请选择漏斗分组。"))]
+        _l("漏斗分组"),
+        choices=choices(FUNNEL_LABELS.items()),
+        validators=[InputRequired(_l("请选择漏斗分组。"))],
     )
     active = BooleanField(_l("启用"), default=True)
 

@@ -65,7 +65,15 @@ FUNNEL_BUCKETS = ("lead", "communication", "intent", "deal", "lost")
 MAX_ITEMS = 50
 MAX_AMOUNT = Decimal("999999999999.99")  # Numeric(14, 2)
 TAX_ID_RE = re.compile(r"^[0-9A-Z]{15,20}$")
-DEFAULT_LOST_REASONS = ["价格太高", "选择了竞品", "预算取消", "需求不匹配", "联系不上决策人", "项目延期", "其他"]
+DEFAULT_LOST_REASONS = [
+    "价格太高",
+    "选择了竞品",
+    "预算取消",
+    "需求不匹配",
+    "联系不上决策人",
+    "项目延期",
+    "其他",
+]
 
 
 def _validate_settings(data: dict) -> dict:
@@ -172,7 +180,9 @@ def parse_date(value, field: str, label: str) -> date:
     try:
         return date.fromisoformat(text[:10])
     except ValueError:
-        raise StageError("requirement", _("%(label)s格式不正确(如 2026-03-14)。", label=label), field) from None
+        raise StageError(
+            "requirement", _("%(label)s格式不正确(如 2026-03-14)。", label=label), field
+        ) from None
 
 
 def clean_quote(payload: dict, now: datetime) -> dict:
@@ -236,7 +246,9 @@ def clean_contract(session: Session, payload: dict, now: datetime) -> dict:
             "requirement", _("税号格式不正确:应为 15–20 位字母或数字(统一社会信用代码为 18 位)。"), "tax_id"
         )
     if session.scalar(select(exists().where(Contract.number == number))):
-        raise StageError("conflict", _("合同编号 %(number)s 已存在,请核对。", number=number), "contract_number")
+        raise StageError(
+            "conflict", _("合同编号 %(number)s 已存在,请核对。", number=number), "contract_number"
+        )
     note = _text(payload, "note")[:2000] or None
     return {"number": number, "amount": amount, "signed_on": signed_on, "invoice_title": title,
             "tax_id": tax_id, "note": note}  # fmt: skip
@@ -247,7 +259,9 @@ def clean_lost_reason(session: Session, payload: dict) -> str:
     if not reason:
         raise StageError("requirement", _("进入输单需要选择输单原因。"), "lost_reason")
     if reason not in lost_reasons(session):
-        raise StageError("requirement", _("输单原因「%(reason)s」不在可选列表中。", reason=reason), "lost_reason")
+        raise StageError(
+            "requirement", _("输单原因「%(reason)s」不在可选列表中。", reason=reason), "lost_reason"
+        )
     return reason
 
 
@@ -262,7 +276,9 @@ def _followup_time(value) -> datetime | None:
             return clock.parse_iso(text.replace("Z", "+00:00"))
         return clock.from_local(datetime.fromisoformat(text))
     except ValueError:
-        raise StageError("requirement", _("下次联系时间格式不正确,请选择日期和时间。"), "next_contact_at") from None
+        raise StageError(
+            "requirement", _("下次联系时间格式不正确,请选择日期和时间。"), "next_contact_at"
+        ) from None
 
 
 def _goal_met(value) -> bool:
@@ -281,7 +297,9 @@ def _check_access(session: Session, user: User, customer: Customer) -> None:
         raise StageError("forbidden", _("只有客户负责人、其主管或管理员可以推进阶段。"))
 
 
-def _target(session: Session, target: Opportunity | Customer, payload: dict) -> tuple[Customer, Opportunity | None]:
+def _target(
+    session: Session, target: Opportunity | Customer, payload: dict
+) -> tuple[Customer, Opportunity | None]:
     """(customer, opportunity to move or None for a customer-level move)."""
     if isinstance(target, Opportunity):
         return target.customer, target
@@ -297,7 +315,9 @@ def _target(session: Session, target: Opportunity | Customer, payload: dict) -> 
         return customer, opp
     open_opps = list(
         session.scalars(
-            select(Opportunity).where(Opportunity.customer_id == customer.id, Opportunity.status == OPEN).limit(2)
+            select(Opportunity)
+            .where(Opportunity.customer_id == customer.id, Opportunity.status == OPEN)
+            .limit(2)
         )
     )
     if len(open_opps) > 1:
@@ -347,7 +367,10 @@ def change_stage(
         if not _text(payload, "content") and followup_time is None:
             raise StageError(
                 "requirement",
-                _("进入「%(name)s」需要一条跟进记录:请填写沟通内容、下次计划和下次联系时间。", name=stage.name),
+                _(
+                    "进入「%(name)s」需要一条跟进记录:请填写沟通内容、下次计划和下次联系时间。",
+                    name=stage.name,
+                ),
                 "content",
             )
         try:
@@ -370,11 +393,15 @@ def change_stage(
         raise
     signals.stage_changed.send(change, session=session, customer=customer, change=change, now=now)
     if stage.kind == StageKind.WON:
-        signals.deal_won.send(customer, session=session, customer=customer, opportunity=change.opportunity, now=now)
+        signals.deal_won.send(
+            customer, session=session, customer=customer, opportunity=change.opportunity, now=now
+        )
     return change
 
 
-def _apply(session, customer, opp, opp_needed, stage, user, now, payload, quote, contract, reason, followup_time):
+def _apply(
+    session, customer, opp, opp_needed, stage, user, now, payload, quote, contract, reason, followup_time
+):
     if opp is None and opp_needed:
         opp = _new_opportunity(session, customer, user, now, name=customer.name, stage=customer.stage)
     from_stage_id = opp.stage_id if opp is not None else customer.stage_id
@@ -575,7 +602,11 @@ def customer_opportunities(session: Session, customer_id: int) -> list[Opportuni
         session.scalars(
             select(Opportunity)
             .where(Opportunity.customer_id == customer_id)
-            .order_by((Opportunity.status == OPEN).desc(), Opportunity.stage_changed_at.desc(), Opportunity.id.desc())
+            .order_by(
+                (Opportunity.status == OPEN).desc(),
+                Opportunity.stage_changed_at.desc(),
+                Opportunity.id.desc(),
+            )
         )
     )
 
