@@ -17,6 +17,7 @@ from crm.extensions import db
 from crm.htmx import is_htmx, redirect_htmx, render, render_fragment, toast, trigger
 from crm.models import Channel, Customer, Opportunity, Role, Stage, StageRequirement, User
 from crm.permissions import can_view_customer, can_work_pipeline, manages, team_member_ids
+from crm.pipeline import demo as _demo  # noqa: F401  (registers the demo seeder)
 from crm.pipeline import services
 from crm.pipeline.forms import (
     FUNNEL_LABELS,
