@@ -264,3 +264,14 @@ def test_admin_edits_lost_reasons(admin_client, api, make, rep, opp):
 
 def test_rep_cannot_open_stage_settings(rep_client):
     assert rep_client.get("/admin/pipeline/stages").status_code == 403
+
+
+def test_kanban_drop_refused_returns_the_whole_sheet(rep_client, opp):
+    """A drop the browser sends without a form (fetch) comes back as the sheet with the form and message."""
+    resp = rep_client.post(f"/opportunities/{opp.id}/stage", data={"stage": stage("成交").id, "context": "board"},
+                           headers=HX | {"X-Crm-Drop": "1"})  # fmt: skip
+    html = resp.get_data(as_text=True)
+    assert resp.status_code == 422 and "sheet-card" in html and "合同" in html
+    resp = rep_client.post(f"/opportunities/{opp.id}/stage", data={"stage": stage("成交").id, "context": "board"},
+                           headers=HX)  # fmt: skip
+    assert resp.status_code == 422 and "sheet-card" not in resp.get_data(as_text=True)

@@ -4,7 +4,7 @@ form (its requirement part swaps in when a stage is picked), 一转三 conversio
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_babel import gettext as _
@@ -143,7 +143,7 @@ def _form_defaults(customer: Customer, user: User, now: datetime) -> dict:
         "next_contact_at": clock.to_local_naive(
             reminders.default_next_contact(db.session, user, now)
         ).strftime("%Y-%m-%dT%H:%M"),
-        "valid_until": clock.local_today(None, now).isoformat(),
+        "valid_until": (clock.local_today(None, now) + timedelta(days=30)).isoformat(),
         "signed_on": clock.local_today(None, now).isoformat(),
         "invoice_title": customer.name,
         "items": [{}, {}, {}],
@@ -237,7 +237,8 @@ def _move(customer: Customer, target, context: str):
             opp = db.session.get(Opportunity, opp.id)
         customer = db.session.get(Customer, customer.id)
         ctx = _stage_form_ctx(customer, opp, stage, context, payload, exc)
-        block = "stage_sheet" if ctx["context"] == "board" else "stage_form"
+        # A kanban drop (fetch, no form on screen yet) gets the whole sheet; a submitted form its own box.
+        block = "stage_sheet" if request.headers.get("X-Crm-Drop") else "stage_form"
         return render("pipeline/stage_page.html", block, status=422, **ctx)
     db.session.commit()
     message = _("已进入「%(stage)s」。", stage=change.to_stage.name)

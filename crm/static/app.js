@@ -128,7 +128,7 @@
     card.classList.add("is-moving");
     fetch(card.dataset.moveUrl, {
       method: "POST", body: body, credentials: "same-origin",
-      headers: { "X-CSRFToken": csrfToken(), "HX-Request": "true", "Content-Type": "application/x-www-form-urlencoded" }
+      headers: { "X-CSRFToken": csrfToken(), "HX-Request": "true", "X-Crm-Drop": "1", "Content-Type": "application/x-www-form-urlencoded" }
     }).then(function (resp) {
       if (resp.ok) {
         var t = resp.headers.get("HX-Trigger");

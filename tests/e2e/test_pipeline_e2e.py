@@ -11,7 +11,7 @@ from crm import clock
 from crm.extensions import db
 from crm.models import Opportunity, Quote, Stage, StageChange
 from crm.pipeline import services
-from tests.e2e.conftest import assert_no_horizontal_scroll
+from tests.e2e.conftest import SHOTS, assert_no_horizontal_scroll
 
 
 @pytest.fixture
@@ -118,6 +118,7 @@ def test_customer_page_stage_form_on_phone(page, live_server, login_as, rep, dea
     assert "税号格式" in panel.inner_text()
     assert_no_horizontal_scroll(page)
     screenshot(page, "pipeline_contract_refused_phone")
+    panel.screenshot(path=str(SHOTS / "pipeline_contract_refused_panel_phone.png"))
     panel.locator(".stage-form input[name=tax_id]").fill("91310000MA1FL8XQ30")
     panel.locator(".stage-form button[type=submit]").click()
     page.wait_for_selector("#opp-panel .badge-ok")
@@ -125,6 +126,7 @@ def test_customer_page_stage_form_on_phone(page, live_server, login_as, rep, dea
     page.wait_for_selector("#timeline .kind-stage, #timeline li:has-text('成交')")
     assert "HT-E2E-1" in page.locator("#timeline").inner_text()
     screenshot(page, "pipeline_customer_won_phone")
+    panel.screenshot(path=str(SHOTS / "pipeline_customer_won_panel_phone.png"))
     assert db.session.scalar(
         select(StageChange).where(StageChange.opportunity_id == opp.id).order_by(StageChange.id.desc())
     )
