@@ -484,3 +484,19 @@ def test_opportunities_follow_the_customer_to_its_new_owner(make, rep, manager, 
     db.session.expire_all()
     assert db.session.get(Customer, opp.customer_id).owner_id == other.id
     assert db.session.get(Opportunity, opp.id).owner_id == other.id
+
+
+def test_manager_of_another_team_cannot_move(api, make, rep, manager, opp):
+    outsider = make.user("manager", name="外组主管")
+    make.team("二组", manager=outsider)
+    db.session.commit()
+    resp = api(make.token(outsider)).post(f"/api/v1/opportunities/{opp.id}/stage", json=LOST)
+    assert resp.status_code in (403, 404)
+    assert db.session.get(Opportunity, opp.id).status == "open"
+
+
+def test_customer_level_move_is_recorded_without_opportunity(make, rep, owned):
+    change = services.change_stage(db.session, owned, "输单", rep, clock.now(), LOST)
+    db.session.commit()
+    assert change.opportunity_id is None and change.from_stage.name == "新线索"
+    assert db.session.get(Customer, owned.id).stage.name == "输单"
