@@ -500,3 +500,26 @@ def test_customer_level_move_is_recorded_without_opportunity(make, rep, owned):
     db.session.commit()
     assert change.opportunity_id is None and change.from_stage.name == "新线索"
     assert db.session.get(Customer, owned.id).stage.name == "输单"
+
+
+def test_seed_demo_leaves_a_pipeline_with_history(app):
+    """``seed-demo`` fills the pipeline the dashboards read: open, won and lost opportunities with their
+    stage history, quotes and contracts, and won customers carrying ``won_at``."""
+    from crm.demo import seed_demo
+
+    seed_demo(db.session, customers=150, seed=7, password="demo1234", now=clock.now())
+    db.session.commit()
+    statuses = dict(
+        db.session.execute(select(Opportunity.status, func.count()).group_by(Opportunity.status)).all()
+    )
+    assert statuses.get("open", 0) > 0 and statuses.get("won", 0) > 0 and statuses.get("lost", 0) > 0
+    assert count(StageChange) > sum(statuses.values())
+    assert count(Quote) > 0 and count(Contract) == statuses["won"]
+    won_customers = select(func.count()).select_from(Customer).where(Customer.won_at.is_not(None))
+    assert db.session.scalar(won_customers) > 0
+    lost = db.session.scalars(select(Opportunity.lost_reason).where(Opportunity.status == "lost")).all()
+    assert all(reason in services.DEFAULT_LOST_REASONS for reason in lost)
+    # Touch clocks never run backwards: the last follow-up is the latest genuine one.
+    for c in db.session.scalars(select(Customer).where(Customer.last_followup_at.is_not(None)).limit(50)):
+        latest = db.session.scalar(select(func.max(FollowUp.at)).where(FollowUp.customer_id == c.id))
+        assert latest is None or c.last_followup_at >= latest - timedelta(seconds=1)
