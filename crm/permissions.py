@@ -165,3 +165,13 @@ def pool_roles(session: Session, user: User, pool: Pool | int) -> tuple[bool, bo
     )
     is_admin, is_member = session.execute(select(admin, member)).one()
     return bool(is_admin), bool(is_admin or is_member)
+
+
+def can_work_pipeline(session: Session, user: User, customer: Customer) -> bool:
+    """Move stages, convert leads, edit opportunities (crm/pipeline): the owner, the owner's manager and
+    admins. Stricter than ``can_edit_customer``: pool admins do not push deals of unowned customers."""
+    if user.role == Role.ADMIN:
+        return True
+    if customer.owner_id is None:
+        return False
+    return customer.owner_id == user.id or manages(session, user, customer.owner_id)

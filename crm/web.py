@@ -84,6 +84,7 @@ NAV = [
     ("pool.index", _l("公海"), "pool", True, Role.REP),
     ("customers.index", _l("客户"), "users", True, Role.REP),
     ("intake.new", _l("新建"), "plus", True, Role.REP),
+    ("pipeline.board", _l("商机"), "funnel", True, Role.REP),
     ("reports.dashboard", _l("看板"), "chart", False, Role.MANAGER),
     ("admin.index", _l("管理"), "gear", False, Role.ADMIN),
 ]
@@ -121,6 +122,7 @@ ICONS = {
     "team": '<path d="M4 20V10M10 20V4M16 20v-7M22 20H2"/>',
     "gear": '<circle cx="12" cy="12" r="3"/><path d="M12 2v3M12 19v3M2 12h3M19 12h3M5 5l2 2M17 17l2 2M5 19l2-2M17 7l2-2"/>',
     "chart": '<path d="M4 20V10M10 20V4M16 20v-7M22 20H2"/>',
+    "funnel": '<path d="M3 4h18l-7 8v6l-4 2v-8z"/>',
     "bell": '<path d="M6 16V11a6 6 0 0 1 12 0v5l2 2H4zM10 20a2 2 0 0 0 4 0"/>',
 }
 

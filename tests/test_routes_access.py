@@ -53,6 +53,14 @@ def world(make, rep, manager, admin):
     world["conflict"] = make.conflict(unowned, owned)
     world["lead_form"] = make.lead_form(pool)
     world["batch"] = make.import_batch(manager, pool)
+    # pipeline: an open opportunity of the rep's customer
+    from crm import clock
+    from crm.pipeline import services as pipeline
+
+    world["opportunity"] = pipeline.create_opportunity(
+        db.session, owned, rep, clock.now(), pipeline.OpportunityInput("年度采购")
+    )
+    db.session.commit()
     return world
 
 
@@ -81,6 +89,8 @@ def sample_params(world, user) -> dict:
         "slug": world["lead_form"].slug,
         "batch_id": world["batch"].id,
         "fmt": "xlsx",
+        "opportunity_id": world["opportunity"].id,
+        "stage_id": 1,
     }
 
 

@@ -21,4 +21,5 @@ ADMIN_NAV += [
     ("intake.forms", _l("线索表单")),
     ("scoring.settings", _l("评分规则")),
     ("scoring.report_page", _l("评分报表")),
+    ("pipeline.admin_stages", _l("销售阶段")),
 ]

@@ -21,6 +21,7 @@ ENDPOINT_MODULES = [
     "crm.api.followups",
     "crm.api.inbox",
     "crm.api.intake",
+    "crm.api.pipeline",
 ]
 
 for _module in ENDPOINT_MODULES:

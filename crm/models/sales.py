@@ -46,7 +46,11 @@ class Stage(db.Model):
 
 
 class Opportunity(db.Model):
-    """商机: a possible deal with a customer, moving through stages."""
+    """商机: a possible deal with a customer, moving through stages (only via crm.pipeline.services).
+
+    ``status`` open / won / lost follows the stage's kind; ``closed_at`` is set when won or lost (cleared if a
+    lost one is reopened); ``amount`` is the expected amount, overwritten by the latest quote and finally by
+    the contract amount; ``owner_id`` follows the customer's owner while open."""
 
     __tablename__ = "opportunities"
     __table_args__ = (
@@ -76,7 +80,10 @@ class Opportunity(db.Model):
 
 
 class StageChange(db.Model):
-    """One move of a customer or opportunity between stages (a timeline event; dashboards read it)."""
+    """One move of a customer or opportunity between stages (a timeline event; dashboards read it).
+
+    ``from_stage_id`` NULL: an opportunity was created (entered its first stage). ``opportunity_id`` NULL: a
+    customer-level move of a customer without opportunities (e.g. a lead 新线索 → 初步沟通)."""
 
     __tablename__ = "stage_changes"
     __table_args__ = (
@@ -97,6 +104,7 @@ class StageChange(db.Model):
     from_stage = relationship("Stage", foreign_keys=[from_stage_id])
     to_stage = relationship("Stage", foreign_keys=[to_stage_id])
     user = relationship("User")
+    opportunity = relationship("Opportunity")
 
 
 class Quote(db.Model):

@@ -103,3 +103,105 @@
     if (evt.key === "Escape") closeSheet();
   });
 })();
+
+/* Pipeline kanban (crm/pipeline): drag a card to another column (desktop) or pick a stage (phone). A stage
+   with no requirement moves at once (POST with the CSRF header); one with a requirement (quote, follow-up,
+   contract, lost reason) opens its form in the sheet instead. The board refreshes on crm:pipeline-changed. */
+(function () {
+  "use strict";
+  function csrfToken() {
+    try { return JSON.parse(document.body.getAttribute("hx-headers") || "{}")["X-CSRFToken"] || ""; }
+    catch (e) { return ""; }
+  }
+  function openForm(board, card, stageId) {
+    var url = board.dataset.formUrl + "?context=board&opportunity_id=" + encodeURIComponent(card.dataset.oppId) +
+      "&stage=" + encodeURIComponent(stageId);
+    if (window.htmx) { window.htmx.ajax("GET", url, { target: "#sheet", swap: "innerHTML" }); }
+    else { window.location.href = url.replace("context=board", "context=page"); }
+  }
+  function refresh() { document.body.dispatchEvent(new CustomEvent("crm:pipeline-changed", { bubbles: true })); }
+  function move(card, stageId, requirement) {
+    var board = card.closest(".kanban");
+    if (!board || !card.dataset.moveUrl) return;
+    if (requirement && requirement !== "none") { openForm(board, card, stageId); return; }
+    var body = new URLSearchParams({ stage: stageId, context: "board" });
+    card.classList.add("is-moving");
+    fetch(card.dataset.moveUrl, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), "HX-Request": "true", "X-Crm-Drop": "1", "Content-Type": "application/x-www-form-urlencoded" }
+    }).then(function (resp) {
+      if (resp.ok) {
+        var t = resp.headers.get("HX-Trigger");
+        try { var d = JSON.parse(t || "{}")["crm:toast"]; if (d && window.crmToast) window.crmToast(d.message, d.level); } catch (e) { /* none */ }
+        refresh();
+        return;
+      }
+      return resp.text().then(function (html) {
+        card.classList.remove("is-moving");
+        var sheet = document.getElementById("sheet");
+        if (resp.status === 422 && sheet) {
+          sheet.innerHTML = html;
+          if (window.htmx) window.htmx.process(sheet);
+        } else if (window.crmToast) {
+          var doc = new DOMParser().parseFromString(html, "text/html");
+          var node = doc.querySelector("[data-error-message]");
+          window.crmToast((node && node.getAttribute("data-error-message")) || ((document.body.dataset.errorText || "操作失败") + " (" + resp.status + ")"), "error");
+        }
+        refresh();
+      });
+    }).catch(function () {
+      card.classList.remove("is-moving");
+      if (window.crmToast) window.crmToast(document.body.dataset.offlineText || "网络连接失败", "error");
+    });
+  }
+  var dragged = null;
+  document.addEventListener("dragstart", function (evt) {
+    var card = evt.target.closest && evt.target.closest(".kanban-card[draggable=true]");
+    if (!card) return;
+    dragged = card;
+    card.classList.add("is-dragging");
+    evt.dataTransfer.effectAllowed = "move";
+    evt.dataTransfer.setData("text/plain", card.dataset.oppId);
+  });
+  document.addEventListener("dragend", function () {
+    if (dragged) dragged.classList.remove("is-dragging");
+    document.querySelectorAll(".kanban-col.is-over").forEach(function (c) { c.classList.remove("is-over"); });
+    dragged = null;
+  });
+  document.addEventListener("dragover", function (evt) {
+    var col = evt.target.closest && evt.target.closest(".kanban-col");
+    if (!col || !dragged) return;
+    evt.preventDefault();
+    evt.dataTransfer.dropEffect = "move";
+    document.querySelectorAll(".kanban-col.is-over").forEach(function (c) { if (c !== col) c.classList.remove("is-over"); });
+    col.classList.add("is-over");
+  });
+  document.addEventListener("drop", function (evt) {
+    var col = evt.target.closest && evt.target.closest(".kanban-col");
+    if (!col || !dragged) return;
+    evt.preventDefault();
+    col.classList.remove("is-over");
+    var card = dragged;
+    if (card.closest(".kanban-col") === col) return;
+    move(card, col.dataset.stageId, col.dataset.requirement);
+  });
+  document.addEventListener("change", function (evt) {
+    var pick = evt.target.closest && evt.target.closest("[data-stage-picker]");
+    if (!pick) return;
+    var card = pick.closest(".kanban-card");
+    var opt = pick.options[pick.selectedIndex];
+    move(card, pick.value, opt ? opt.dataset.requirement : "none");
+  });
+  // Quote items: "再加一行" clones the last row, emptied.
+  document.addEventListener("click", function (evt) {
+    var add = evt.target.closest && evt.target.closest("[data-add-row]");
+    if (!add) return;
+    evt.preventDefault();
+    var box = add.closest("form").querySelector(add.dataset.addRow);
+    var rows = box ? box.querySelectorAll(".quote-row:not(.quote-head)") : [];
+    if (!rows.length) return;
+    var copy = rows[rows.length - 1].cloneNode(true);
+    copy.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    rows[rows.length - 1].after(copy);
+  });
+})();
