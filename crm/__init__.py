@@ -28,6 +28,7 @@ BLUEPRINTS = [
     "crm.inbox.routes",
     "crm.intake.routes",
     "crm.scoring.routes",
+    "crm.reports.routes",
 ]
 
 
