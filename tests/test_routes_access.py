@@ -81,6 +81,8 @@ def sample_params(world, user) -> dict:
         "slug": world["lead_form"].slug,
         "batch_id": world["batch"].id,
         "fmt": "xlsx",
+        "panel": "funnel",
+        "table": "funnel",
     }
 
 
