@@ -222,3 +222,52 @@ def test_presets_use_the_local_calendar(world, manager):
     assert (week.start.isoformat(), week.end.isoformat()) == ("2026-03-02", "2026-03-05")
     assert (month.start.isoformat(), month.end.isoformat()) == ("2026-03-01", "2026-03-05")
     assert (last30.start.isoformat(), last30.days) == ("2026-02-04", 30)
+
+
+def _pool_numbers(user, **extra):
+    data = services.pools(db.session, _filter(user, **extra))
+    rows = [(r.name, r.inflow, r.outflow, r.created, r.avg_days_in_pool, r.claim_to_contact_hours, r.followups,
+             r.reps) for r in data["rows"]]  # fmt: skip
+    return rows, [(w["week"], w["inflow"], w["outflow"]) for w in data["weeks"]]
+
+
+@pytest.mark.parametrize("who", ["manager", "admin"])
+def test_rollup_equals_live_and_is_idempotent(world, request, who):
+    from crm.models import ReportPoolDaily
+    from crm.reports import rollup
+
+    user = request.getfixturevalue(who)
+    live = _pool_numbers(user)
+    live_pool = _pool_numbers(user, pool=str(world["pool"].id))
+    first = rollup.build(db.session, NOW)
+    db.session.commit()
+    count = db.session.query(ReportPoolDaily).count()
+    assert first["rows"] == count > 0
+    assert rollup.covered_until(db.session, "Asia/Shanghai").isoformat() == "2026-03-10"
+    assert _pool_numbers(user) == live  # the whole period now comes from the rollup
+    assert _pool_numbers(user, pool=str(world["pool"].id)) == live_pool
+    rows_before = sorted(tuple(r) for r in db.session.execute(select(ReportPoolDaily.__table__)).all())
+    rollup.build(db.session, NOW)  # again: the same rows
+    rollup.build(db.session, NOW, rebuild=True)
+    db.session.commit()
+    rows_after = [tuple(r)[1:] for r in sorted(db.session.execute(select(ReportPoolDaily.__table__)).all())]
+    assert sorted(r[1:] for r in rows_before) == sorted(rows_after)
+
+
+def test_period_partly_after_the_rollup_mixes_rollup_and_live(world, manager):
+    from crm.reports import rollup
+
+    with clock.frozen(T("2026-03-05T04:00")):
+        rollup.build(db.session, T("2026-03-05T04:00"))  # covers local days before 03-05
+    db.session.commit()
+    assert rollup.covered_until(db.session, "Asia/Shanghai").isoformat() == "2026-03-05"
+    rows, weeks = _pool_numbers(manager)
+    assert rows[0][1:3] == (1, 2) and rows[0][4:7] == (7.5, 34.5, 4)  # same as test_pool_kpis_for_the_manager
+    assert weeks[0][1:] == (1, 2)
+
+
+def test_rollup_cli(app, world):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["crm", "rollup", "--rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "rollup: days" in result.output

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, case, func, literal, or_, select, true
+from sqlalchemy import and_, case, func, literal, select, true
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
@@ -37,15 +37,14 @@ from crm.models import (
     StageChange,
     User,
 )
-from crm.reports import sqlx
+from crm.reports import rollup, sqlx
 from crm.reports.filters import ReportFilter
 from crm.scoring import config as scoring_config
 
 FUNNEL_LABELS = {"lead": "线索", "communication": "沟通", "intent": "意向", "deal": "成交", "lost": "输单"}
 TAKEN = (EventKind.CLAIMED, EventKind.RECLAIMED, EventKind.ASSIGNED, EventKind.AUTO_ASSIGNED,
          EventKind.TRANSFERRED)  # fmt: skip
-INFLOW = (EventKind.CREATED, EventKind.RELEASED, EventKind.RECYCLED)
-OUTFLOW = (EventKind.CLAIMED, EventKind.RECLAIMED, EventKind.ASSIGNED, EventKind.AUTO_ASSIGNED)
+INFLOW, OUTFLOW = rollup.INFLOW, rollup.OUTFLOW
 PANELS = ("funnel", "reps", "heatmap", "pools", "channels")
 
 
@@ -273,11 +272,22 @@ def heatmap(session: Session, f: ReportFilter) -> dict:
     names = dict(session.execute(select(User.id, User.name).where(User.id.in_(list(by_rep) or [-1]))).all())
     days = [(f.start + timedelta(days=i)).isoformat() for i in range(f.days)]
     reps_rows = sorted(((names.get(uid, "?"), uid, cells) for uid, cells in by_rep.items()))
+    # The chart shows the busiest reps (a phone cannot show 200 rows); the CSV has everyone.
+    busiest = sorted(reps_rows, key=lambda r: -sum(r[2].values()))[:CHART_REPS]
+    chart_rows = sorted(busiest)
     peak = max((max(r) for r in grid), default=0)
     peak_day = max((max(c.values()) for _n, _u, c in reps_rows), default=0)
-    return {"grid": grid, "peak": peak, "days": days, "reps": reps_rows, "peak_day": peak_day}
+    return {
+        "grid": grid,
+        "peak": peak,
+        "days": days,
+        "reps": reps_rows,
+        "chart_reps": chart_rows,
+        "peak_day": peak_day,
+    }
 
 
+CHART_REPS = 12
 WEEKDAYS = ["周一", "周二", "周三", "周四", "周五", "周六", "周日"]
 
 
@@ -328,11 +338,10 @@ class PoolRow:
 
 
 def _ledger_people(f: ReportFilter):
-    """A manager sees the moves of their team's people (to or from them, or done by them)."""
+    """A manager sees the moves of their team's people (see ``rollup.ledger_person``)."""
     if f.user_ids is None:
         return true()
-    ids = sorted(f.user_ids)
-    return or_(PoolEvent.to_user_id.in_(ids), PoolEvent.from_user_id.in_(ids), PoolEvent.actor_id.in_(ids))
+    return rollup.ledger_person().in_(sorted(f.user_ids))
 
 
 def ledger_where(f: ReportFilter) -> list:
@@ -358,15 +367,24 @@ def pools(session: Session, f: ReportFilter) -> dict:
     if f.pool_id is not None:
         pool_q = pool_q.where(Pool.id == f.pool_id)
     rows = {pid: PoolRow(pid, name) for pid, name in session.execute(pool_q.order_by(Pool.id))}
-    flows = select(
-        PoolEvent.pool_id,
-        func.sum(case((PoolEvent.kind.in_(INFLOW), 1), else_=0)),
-        func.sum(case((PoolEvent.kind.in_(OUTFLOW), 1), else_=0)),
-        func.sum(case((PoolEvent.kind == EventKind.CREATED, 1), else_=0)),
-    ).where(PoolEvent.kind.in_(INFLOW + OUTFLOW))
-    for pid, inflow, outflow, created in session.execute(_ledger_scope(flows, f).group_by(PoolEvent.pool_id)):
-        if pid in rows:
-            rows[pid].inflow, rows[pid].outflow, rows[pid].created = int(inflow), int(outflow), int(created)
+    daily = _pool_daily(session, f)
+    totals = select(
+        daily.c.pool_id,
+        *[func.sum(daily.c[m]) for m in rollup.MEASURES],
+        func.count(func.distinct(case((daily.c.followups > 0, daily.c.user_id)))),
+    ).group_by(daily.c.pool_id)
+    for pid, inflow, outflow, created, timed, in_pool, contacted, to_contact, fus, people in session.execute(
+        totals
+    ):
+        if pid not in rows:
+            continue
+        row = rows[pid]
+        row.inflow, row.outflow, row.created = int(inflow or 0), int(outflow or 0), int(created or 0)
+        row.followups, row.reps = int(fus or 0), int(people or 0)
+        if timed:
+            row.avg_days_in_pool = round(float(in_pool) / int(timed) / 86400, 1)
+        if contacted:
+            row.claim_to_contact_hours = round(float(to_contact) / int(contacted) / 3600, 1)
 
     stock = select(Customer.pool_id, func.count()).where(
         Customer.owner_id.is_(None),
@@ -378,55 +396,7 @@ def pools(session: Session, f: ReportFilter) -> dict:
     for pid, n in session.execute(stock.group_by(Customer.pool_id)):
         rows[pid].stock = int(n)
 
-    # Time in pool: from the latest inflow of the customer before each outflow in the period.
-    entry = aliased(PoolEvent)
-    entered = (
-        select(func.max(entry.at))
-        .where(entry.customer_id == PoolEvent.customer_id, entry.kind.in_(INFLOW), entry.at <= PoolEvent.at)
-        .correlate(PoolEvent)
-        .scalar_subquery()
-    )
-    # Claim → first contact: the first real follow-up by the new owner at or after the claim.
-    first = (
-        select(func.min(FollowUp.at))
-        .where(
-            FollowUp.customer_id == PoolEvent.customer_id,
-            FollowUp.at >= PoolEvent.at,
-            FollowUp.user_id == PoolEvent.to_user_id,
-            FollowUp.is_fake.is_(False),
-        )
-        .correlate(PoolEvent)
-        .scalar_subquery()
-    )
-    outs = select(
-        PoolEvent.pool_id.label("pool_id"),
-        sqlx.seconds_between(session, entered, PoolEvent.at).label("in_pool"),
-        sqlx.seconds_between(session, PoolEvent.at, first).label("to_contact"),
-    ).where(PoolEvent.kind.in_(OUTFLOW))
-    outs = _ledger_scope(outs, f).subquery()
-    timing = select(outs.c.pool_id, func.avg(outs.c.in_pool), func.avg(outs.c.to_contact)).group_by(
-        outs.c.pool_id
-    )
-    for pid, in_pool, to_contact in session.execute(timing):
-        if pid in rows:
-            rows[pid].avg_days_in_pool = round(float(in_pool) / 86400, 1) if in_pool is not None else None
-            rows[pid].claim_to_contact_hours = (
-                round(float(to_contact) / 3600, 1) if to_contact is not None else None
-            )
-
     c = aliased(Customer)
-    fu = (
-        select(c.pool_id, func.count(), func.count(func.distinct(FollowUp.user_id)))
-        .select_from(FollowUp)
-        .join(c, c.id == FollowUp.customer_id)
-        .where(FollowUp.is_fake.is_(False), _period(FollowUp.at, f), _people(FollowUp.user_id, f),
-               c.pool_id.in_(list(rows) or [-1]))
-    )  # fmt: skip
-    if f.channel is not None:
-        fu = fu.where(c.channel == f.channel)
-    for pid, n, people in session.execute(fu.group_by(c.pool_id)):
-        rows[pid].followups, rows[pid].reps = int(n), int(people)
-
     win = (
         select(c.pool_id, func.sum(case((Opportunity.status == "won", 1), else_=0)), func.count())
         .select_from(Opportunity)
@@ -456,24 +426,33 @@ def pools(session: Session, f: ReportFilter) -> dict:
     return {"rows": list(rows.values()), "weeks": pool_weeks(session, f)}
 
 
+def _pool_daily(session: Session, f: ReportFilter):
+    """The daily pool rows of the period (rollup + live), narrowed to the filter's pool, channel, people."""
+    src = rollup.source(session, f.start, f.end, f.tz, f.offset).subquery()
+    query = select(src)
+    if f.pool_id is not None:
+        query = query.where(src.c.pool_id == f.pool_id)
+    if f.channel is not None:
+        query = query.where(src.c.channel == f.channel)
+    if f.user_ids is not None:
+        query = query.where(src.c.user_id.in_(sorted(f.user_ids)))
+    return query.subquery()
+
+
 def pool_weeks(session: Session, f: ReportFilter) -> list[dict]:
     """Inflow and outflow per local week (Monday start) of the period, for the chart."""
-    day = sqlx.local_day(session, PoolEvent.at, f.offset)
-    q = select(
-        day,
-        func.sum(case((PoolEvent.kind.in_(INFLOW), 1), else_=0)),
-        func.sum(case((PoolEvent.kind.in_(OUTFLOW), 1), else_=0)),
-    ).where(PoolEvent.kind.in_(INFLOW + OUTFLOW))
+    daily = _pool_daily(session, f)
+    q = select(daily.c.day, func.sum(daily.c.inflow), func.sum(daily.c.outflow)).group_by(daily.c.day)
     weeks: dict[date, dict] = {}
     monday = f.start - timedelta(days=f.start.weekday())
     while monday <= f.end:
         weeks[monday] = {"week": monday, "inflow": 0, "outflow": 0}
         monday += timedelta(days=7)
-    for d, inflow, outflow in session.execute(_ledger_scope(q, f).group_by(day)):
-        local = date.fromisoformat(str(d)[:10])
+    for d, inflow, outflow in session.execute(q):
+        local = d if isinstance(d, date) else date.fromisoformat(str(d)[:10])
         bucket = weeks[local - timedelta(days=local.weekday())]
-        bucket["inflow"] += int(inflow)
-        bucket["outflow"] += int(outflow)
+        bucket["inflow"] += int(inflow or 0)
+        bucket["outflow"] += int(outflow or 0)
     return list(weeks.values())
 
 
