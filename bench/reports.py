@@ -181,19 +181,33 @@ def _p95(samples: list[float]) -> float:
     return ordered[max(0, int(round(0.95 * len(ordered))) - 1)]
 
 
-def measure(url: str, runs: int) -> dict:
-    """p95 per panel (admin and manager), the baseline, and the page weight."""
-    from sqlalchemy import select, text
+def measure(url: str, runs: int, use_rollup: bool) -> dict:
+    """p95 per panel (admin and manager), the baseline, and the page weight; with the daily rollup built
+    (``use_rollup``, its build time reported) or without it (everything live)."""
+    from sqlalchemy import delete, select, text
 
     from crm import clock
     from crm.extensions import db
-    from crm.models import User
-    from crm.reports import services
+    from crm.models import ReportRollup, User
+    from crm.reports import rollup, services
     from crm.reports.filters import parse_filter
 
     app = _app(url)
     out: dict = {"panels": {}}
     with app.app_context(), clock.frozen(NOW):
+        db.create_all()  # tables added since the data was built (only missing ones)
+        if use_rollup:
+            t0 = time.perf_counter()
+            built = rollup.build(db.session, NOW, rebuild=True)
+            db.session.commit()
+            out["rollup"] = {**built, "seconds": round(time.perf_counter() - t0, 1)}
+            t0 = time.perf_counter()
+            rollup.build(db.session, NOW)
+            db.session.commit()
+            out["rollup"]["incremental_s"] = round(time.perf_counter() - t0, 2)
+        else:
+            db.session.execute(delete(ReportRollup))
+            db.session.commit()
         admin = db.session.scalar(select(User).where(User.email == "admin@bench.cn"))
         manager = db.session.scalar(select(User).where(User.email == "m0@bench.cn"))
 
@@ -244,8 +258,15 @@ def run(dialect: str, scale: float, runs: int, keep: bool) -> None:
         url = PG_URL
         if not keep:
             print(dialect, "build", build(url, dialect, scale), flush=True)
-    result = measure(url, runs)
-    print(f"{dialect}: baseline COUNT(*) followups p95 {result['baseline_ms']} ms")
+    for use_rollup in (False, True):
+        report(dialect, measure(url, runs, use_rollup), use_rollup)
+
+
+def report(dialect: str, result: dict, use_rollup: bool) -> None:
+    mode = "with daily rollup" if use_rollup else "all live (no rollup)"
+    print(f"{dialect} [{mode}]: baseline COUNT(*) followups p95 {result['baseline_ms']} ms")
+    if "rollup" in result:
+        print(f"  rollup build: {result['rollup']}")
     worst = 0.0
     for name, r in result["panels"].items():
         worst = max(worst, r["p95_ms"])
