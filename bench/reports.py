@@ -55,7 +55,7 @@ def _series(dialect: str, n: int) -> tuple[str, str]:
             f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {int(n)}) ",
             "FROM s",
         )
-    return "", f"FROM generate_series(1, {int(n)}) AS s(i)"
+    return "", f"FROM generate_series(CAST(1 AS bigint), {int(n)}) AS s(i)"
 
 
 def _ago(dialect: str, seconds_expr: str) -> str:
@@ -196,6 +196,12 @@ def measure(url: str, runs: int, use_rollup: bool) -> dict:
     out: dict = {"panels": {}}
     with app.app_context(), clock.frozen(NOW):
         db.create_all()  # tables added since the data was built (only missing ones)
+        from sqlalchemy.schema import CreateIndex
+
+        with db.engine.begin() as conn:  # and indexes added since (kept when present)
+            for table in db.metadata.sorted_tables:
+                for index in table.indexes:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
         if use_rollup:
             t0 = time.perf_counter()
             built = rollup.build(db.session, NOW, rebuild=True)
@@ -247,7 +253,7 @@ def measure(url: str, runs: int, use_rollup: bool) -> dict:
     return out
 
 
-def run(dialect: str, scale: float, runs: int, keep: bool) -> None:
+def run(dialect: str, scale: float, runs: int, keep: bool, build_only: bool = False) -> None:
     if dialect == "sqlite":
         SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{SQLITE_PATH}"
@@ -258,6 +264,8 @@ def run(dialect: str, scale: float, runs: int, keep: bool) -> None:
         url = PG_URL
         if not keep:
             print(dialect, "build", build(url, dialect, scale), flush=True)
+    if build_only:
+        return
     for use_rollup in (False, True):
         report(dialect, measure(url, runs, use_rollup), use_rollup)
 
@@ -282,9 +290,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="measure the data built by an earlier run")
+    parser.add_argument("--build-only", action="store_true", help="build the data set and stop")
     args = parser.parse_args()
     for dialect in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-        run(dialect, args.scale, args.runs, args.keep)
+        run(dialect, args.scale, args.runs, args.keep, args.build_only)
 
 
 if __name__ == "__main__":

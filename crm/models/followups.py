@@ -45,6 +45,9 @@ class FollowUp(db.Model):
         Index("ix_followups_customer_at", "customer_id", "at"),
         Index("ix_followups_user_at", "user_id", "at"),
         Index("ix_followups_at", "at"),
+        # Dashboards (crm/reports): per-rep counts, hot share and the heatmaps over a period read only this
+        # index (no visit to the wide rows).
+        Index("ix_followups_report", "at", "user_id", "is_fake", "score_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

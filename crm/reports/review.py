@@ -49,9 +49,9 @@ def weekly_review(session: Session, f: ReportFilter, now: datetime) -> dict:
     ledger = services.ledger_where(f)
     reasons: dict[int, list[tuple[str, int]]] = {}
     rq = (
-        select(PoolEvent.pool_id, func.coalesce(PoolEvent.reason, ""), func.count())
+        select(PoolEvent.pool_id, PoolEvent.reason, func.count())
         .where(PoolEvent.kind == EventKind.RECYCLED, *ledger)
-        .group_by(PoolEvent.pool_id, func.coalesce(PoolEvent.reason, ""))
+        .group_by(PoolEvent.pool_id, PoolEvent.reason)
         .order_by(func.count().desc())
     )
     for pid, reason, n in session.execute(rq):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 917ae2307336
+Revision ID: 4b64b31046c4
 Revises: 
-Create Date: 2026-11-23 17:59:23.346326
+Create Date: 2026-11-23 18:13:03.865561
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '917ae2307336'
+revision = '4b64b31046c4'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -545,7 +545,7 @@ def upgrade():
     sa.Column('stage_id', sa.Integer(), nullable=True),
     sa.Column('is_fake', sa.Boolean(), nullable=False),
     sa.Column('answered_reminder_id', sa.Integer(), nullable=True),
-    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('0'), nullable=False),
+    sa.Column('over_cap', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_followups_customer_id_customers')),
     sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f('fk_followups_stage_id_stages')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_followups_user_id_users')),
@@ -554,6 +554,7 @@ def upgrade():
     with op.batch_alter_table('followups', schema=None) as batch_op:
         batch_op.create_index('ix_followups_at', ['at'], unique=False)
         batch_op.create_index('ix_followups_customer_at', ['customer_id', 'at'], unique=False)
+        batch_op.create_index('ix_followups_report', ['at', 'user_id', 'is_fake', 'score_at', 'customer_id'], unique=False)
         batch_op.create_index('ix_followups_user_at', ['user_id', 'at'], unique=False)
 
     op.create_table('name_grams',
@@ -622,7 +623,7 @@ def upgrade():
     )
     with op.batch_alter_table('pool_events', schema=None) as batch_op:
         batch_op.create_index('ix_pool_events_customer_at', ['customer_id', 'at'], unique=False)
-        batch_op.create_index('ix_pool_events_kind_at', ['kind', 'at'], unique=False)
+        batch_op.create_index('ix_pool_events_kind_at', ['kind', 'at', 'to_user_id'], unique=False)
         batch_op.create_index('ix_pool_events_pool_at', ['pool_id', 'at'], unique=False)
         batch_op.create_index('ix_pool_events_to_user_kind_at', ['to_user_id', 'kind', 'at'], unique=False)
 
@@ -831,6 +832,7 @@ def downgrade():
     op.drop_table('name_grams')
     with op.batch_alter_table('followups', schema=None) as batch_op:
         batch_op.drop_index('ix_followups_user_at')
+        batch_op.drop_index('ix_followups_report')
         batch_op.drop_index('ix_followups_customer_at')
         batch_op.drop_index('ix_followups_at')
 
