@@ -154,9 +154,11 @@ def build(session: Session, now: datetime, rebuild: bool = False) -> dict:
     offset = int(clock.zone(tz).utcoffset(start.replace(tzinfo=None)).total_seconds())
     inserted = 0
     if start < end:
-        stmt = ReportPoolDaily.__table__.insert().from_select(
-            list(KEYS + MEASURES), pool_daily_select(session, start, end, offset)
-        ).execution_options(preserve_rowcount=True)
+        stmt = (
+            ReportPoolDaily.__table__.insert()
+            .from_select(list(KEYS + MEASURES), pool_daily_select(session, start, end, offset))
+            .execution_options(preserve_rowcount=True)
+        )
         inserted = session.execute(stmt).rowcount
     state = session.get(ReportRollup, NAME)
     if state is None:

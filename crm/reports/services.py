@@ -41,7 +41,15 @@ from crm.reports import rollup, sqlx
 from crm.reports.filters import ReportFilter
 from crm.scoring import config as scoring_config
 
-FUNNEL_LABELS = {"lead": "线索", "communication": "沟通", "intent": "意向", "deal": "成交", "lost": "输单"}
+
+def N_(text: str) -> str:
+    """Mark a msgid for extraction; it is translated where shown (``_(label)`` in the templates)."""
+    return text
+
+
+FUNNEL_LABELS = {"lead": N_("线索"), "communication": N_("沟通"), "intent": N_("意向"), "deal": N_("成交"),
+                 "lost": N_("输单")}  # fmt: skip
+UNKNOWN_CHANNEL = N_("未知")
 TAKEN = (EventKind.CLAIMED, EventKind.RECLAIMED, EventKind.ASSIGNED, EventKind.AUTO_ASSIGNED,
          EventKind.TRANSFERRED)  # fmt: skip
 INFLOW, OUTFLOW = rollup.INFLOW, rollup.OUTFLOW
@@ -490,7 +498,7 @@ def channels(session: Session, f: ReportFilter) -> dict:
     if f.user_ids is not None:
         q = q.where(Customer.owner_id.in_(sorted(f.user_ids)))
     rows = [
-        {"channel": ch or "未知", "arrived": int(n), "won": int(won or 0), "rate": ratio(won, n)}
+        {"channel": ch or UNKNOWN_CHANNEL, "arrived": int(n), "won": int(won or 0), "rate": ratio(won, n)}
         for ch, n, won in session.execute(q.group_by(label).order_by(func.count().desc()))
     ]
     return {"rows": rows}
