@@ -43,11 +43,10 @@ class FollowUp(db.Model):
     __tablename__ = "followups"
     __table_args__ = (
         Index("ix_followups_customer_at", "customer_id", "at"),
-        Index("ix_followups_user_at", "user_id", "at"),
+        # is_fake, score_at and customer_id carried for the dashboards (crm/reports): per-rep counts, hot
+        # share and the heatmaps over a period are index-only scans (SQLite skip-scans user_id for admins).
+        Index("ix_followups_user_at", "user_id", "at", "is_fake", "score_at", "customer_id"),
         Index("ix_followups_at", "at"),
-        # Dashboards (crm/reports): per-rep counts, hot share and the heatmaps over a period read only this
-        # index (no visit to the wide rows).
-        Index("ix_followups_report", "at", "user_id", "is_fake", "score_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

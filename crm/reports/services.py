@@ -375,24 +375,39 @@ def pools(session: Session, f: ReportFilter) -> dict:
     if f.pool_id is not None:
         pool_q = pool_q.where(Pool.id == f.pool_id)
     rows = {pid: PoolRow(pid, name) for pid, name in session.execute(pool_q.order_by(Pool.id))}
+    # One pass over the daily rows: per pool and day (the days fold into weeks for the chart), and the
+    # distinct people with follow-ups per pool.
     daily = _pool_daily(session, f)
-    totals = select(
-        daily.c.pool_id,
-        *[func.sum(daily.c[m]) for m in rollup.MEASURES],
-        func.count(func.distinct(case((daily.c.followups > 0, daily.c.user_id)))),
-    ).group_by(daily.c.pool_id)
-    for pid, inflow, outflow, created, timed, in_pool, contacted, to_contact, fus, people in session.execute(
-        totals
-    ):
+    per_day = select(daily.c.pool_id, daily.c.day, *[func.sum(daily.c[m]) for m in rollup.MEASURES]).group_by(
+        daily.c.pool_id, daily.c.day
+    )
+    sums: dict[int, list[float]] = {}
+    weeks = _empty_weeks(f)
+    for pid, day, *values in session.execute(per_day):
+        acc = sums.setdefault(pid, [0.0] * len(rollup.MEASURES))
+        for i, v in enumerate(values):
+            acc[i] += float(v or 0)
+        local = day if isinstance(day, date) else date.fromisoformat(str(day)[:10])
+        bucket = weeks[local - timedelta(days=local.weekday())]
+        bucket["inflow"] += int(values[0] or 0)
+        bucket["outflow"] += int(values[1] or 0)
+    people = select(daily.c.pool_id, func.count(func.distinct(daily.c.user_id))).where(daily.c.followups > 0)
+    reps_by_pool = dict(session.execute(people.group_by(daily.c.pool_id)).all())
+    for pid, (inflow, outflow, created, timed, in_pool, contacted, to_contact, fus) in sums.items():
         if pid not in rows:
             continue
         row = rows[pid]
-        row.inflow, row.outflow, row.created = int(inflow or 0), int(outflow or 0), int(created or 0)
-        row.followups, row.reps = int(fus or 0), int(people or 0)
+        row.inflow, row.outflow, row.created, row.followups = (
+            int(inflow),
+            int(outflow),
+            int(created),
+            int(fus),
+        )
+        row.reps = int(reps_by_pool.get(pid, 0))
         if timed:
-            row.avg_days_in_pool = round(float(in_pool) / int(timed) / 86400, 1)
+            row.avg_days_in_pool = round(in_pool / timed / 86400, 1)
         if contacted:
-            row.claim_to_contact_hours = round(float(to_contact) / int(contacted) / 3600, 1)
+            row.claim_to_contact_hours = round(to_contact / contacted / 3600, 1)
 
     stock = select(Customer.pool_id, func.count()).where(
         Customer.owner_id.is_(None),
@@ -418,12 +433,10 @@ def pools(session: Session, f: ReportFilter) -> dict:
     for pid, won, closed in session.execute(win.group_by(c.pool_id)):
         rows[pid].won, rows[pid].closed = int(won or 0), int(closed)
 
-    dup = (
-        select(c.pool_id, func.count())
-        .select_from(DuplicateConflict)
-        .join(c, c.id == DuplicateConflict.customer_id)
-        .where(_period(DuplicateConflict.created_at, f), c.pool_id.in_(list(rows) or [-1]))
-    )
+    # Conflicts of the period first (few), then their customers by primary key: joining the other way
+    # round walks a manager's whole book.
+    recent = select(DuplicateConflict.customer_id).where(_period(DuplicateConflict.created_at, f))
+    dup = select(c.pool_id, func.count()).where(c.id.in_(recent), c.pool_id.in_(list(rows) or [-1]))
     if f.channel is not None:
         dup = dup.where(c.channel == f.channel)
     if f.user_ids is not None:  # a manager: conflicts on customers their team holds
@@ -431,7 +444,7 @@ def pools(session: Session, f: ReportFilter) -> dict:
     for pid, n in session.execute(dup.group_by(c.pool_id)):
         rows[pid].conflicts = int(n)
 
-    return {"rows": list(rows.values()), "weeks": pool_weeks(session, f)}
+    return {"rows": list(rows.values()), "weeks": list(weeks.values())}
 
 
 def _pool_daily(session: Session, f: ReportFilter):
@@ -447,21 +460,14 @@ def _pool_daily(session: Session, f: ReportFilter):
     return query.subquery()
 
 
-def pool_weeks(session: Session, f: ReportFilter) -> list[dict]:
-    """Inflow and outflow per local week (Monday start) of the period, for the chart."""
-    daily = _pool_daily(session, f)
-    q = select(daily.c.day, func.sum(daily.c.inflow), func.sum(daily.c.outflow)).group_by(daily.c.day)
+def _empty_weeks(f: ReportFilter) -> dict[date, dict]:
+    """The local weeks (Monday start) the period touches, with zero inflow and outflow."""
     weeks: dict[date, dict] = {}
     monday = f.start - timedelta(days=f.start.weekday())
     while monday <= f.end:
         weeks[monday] = {"week": monday, "inflow": 0, "outflow": 0}
         monday += timedelta(days=7)
-    for d, inflow, outflow in session.execute(q):
-        local = d if isinstance(d, date) else date.fromisoformat(str(d)[:10])
-        bucket = weeks[local - timedelta(days=local.weekday())]
-        bucket["inflow"] += int(inflow or 0)
-        bucket["outflow"] += int(outflow or 0)
-    return list(weeks.values())
+    return weeks
 
 
 def pools_table(data: dict) -> tuple[list[str], list[list]]:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 4b64b31046c4
+Revision ID: 6e37f145582c
 Revises: 
-Create Date: 2026-11-23 18:13:03.865561
+Create Date: 2026-11-23 18:28:16.703105
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '4b64b31046c4'
+revision = '6e37f145582c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -554,8 +554,7 @@ def upgrade():
     with op.batch_alter_table('followups', schema=None) as batch_op:
         batch_op.create_index('ix_followups_at', ['at'], unique=False)
         batch_op.create_index('ix_followups_customer_at', ['customer_id', 'at'], unique=False)
-        batch_op.create_index('ix_followups_report', ['at', 'user_id', 'is_fake', 'score_at', 'customer_id'], unique=False)
-        batch_op.create_index('ix_followups_user_at', ['user_id', 'at'], unique=False)
+        batch_op.create_index('ix_followups_user_at', ['user_id', 'at', 'is_fake', 'score_at', 'customer_id'], unique=False)
 
     op.create_table('name_grams',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -832,7 +831,6 @@ def downgrade():
     op.drop_table('name_grams')
     with op.batch_alter_table('followups', schema=None) as batch_op:
         batch_op.drop_index('ix_followups_user_at')
-        batch_op.drop_index('ix_followups_report')
         batch_op.drop_index('ix_followups_customer_at')
         batch_op.drop_index('ix_followups_at')
 
