@@ -46,7 +46,8 @@ class FollowUp(db.Model):
         # is_fake, score_at and customer_id carried for the dashboards (crm/reports): per-rep counts, hot
         # share and the heatmaps over a period are index-only scans (SQLite skip-scans user_id for admins).
         Index("ix_followups_user_at", "user_id", "at", "is_fake", "score_at", "customer_id"),
-        Index("ix_followups_at", "at"),
+        # Carries what the dashboards read over a period (crm/reports), so their scans are index-only.
+        Index("ix_followups_at", "at", "user_id", "is_fake", "score_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

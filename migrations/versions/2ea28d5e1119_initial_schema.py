@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6e37f145582c
+Revision ID: 2ea28d5e1119
 Revises: 
-Create Date: 2026-11-23 18:28:16.703105
+Create Date: 2026-11-23 18:36:06.049054
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '6e37f145582c'
+revision = '2ea28d5e1119'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -552,7 +552,7 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_followups'))
     )
     with op.batch_alter_table('followups', schema=None) as batch_op:
-        batch_op.create_index('ix_followups_at', ['at'], unique=False)
+        batch_op.create_index('ix_followups_at', ['at', 'user_id', 'is_fake', 'score_at', 'customer_id'], unique=False)
         batch_op.create_index('ix_followups_customer_at', ['customer_id', 'at'], unique=False)
         batch_op.create_index('ix_followups_user_at', ['user_id', 'at', 'is_fake', 'score_at', 'customer_id'], unique=False)
 
