@@ -261,7 +261,9 @@ def measure(url: str, runs: int, use_rollup: bool) -> dict:
     return out
 
 
-def run(dialect: str, scale: float, runs: int, keep: bool, build_only: bool = False) -> None:
+def run(
+    dialect: str, scale: float, runs: int, keep: bool, build_only: bool = False, rollup_only: bool = False
+) -> None:
     if dialect == "sqlite":
         SQLITE_PATH.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{SQLITE_PATH}"
@@ -274,7 +276,7 @@ def run(dialect: str, scale: float, runs: int, keep: bool, build_only: bool = Fa
             print(dialect, "build", build(url, dialect, scale), flush=True)
     if build_only:
         return
-    for use_rollup in (False, True):
+    for use_rollup in (True,) if rollup_only else (False, True):
         report(dialect, measure(url, runs, use_rollup), use_rollup)
 
 
@@ -299,9 +301,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--keep", action="store_true", help="measure the data built by an earlier run")
     parser.add_argument("--build-only", action="store_true", help="build the data set and stop")
+    parser.add_argument("--rollup-only", action="store_true", help="skip the all-live measurement")
     args = parser.parse_args()
     for dialect in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-        run(dialect, args.scale, args.runs, args.keep, args.build_only)
+        run(dialect, args.scale, args.runs, args.keep, args.build_only, args.rollup_only)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ Definitions where the issue is silent (also shown under each panel):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import and_, case, func, literal, select, true
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Select
 
+from crm import clock
 from crm.models import (
     Customer,
     DuplicateConflict,
@@ -264,19 +265,32 @@ def reps_table(data: dict) -> tuple[list[str], list[list]]:
 
 def heatmap(session: Session, f: ReportFilter) -> dict:
     """Real follow-ups by local weekday × hour, and by rep × local day (team time zone)."""
-    off = f.offset
-    wd, hr = sqlx.local_weekday(session, FollowUp.at, off), sqlx.local_hour(session, FollowUp.at, off)
+    # Follow-ups are counted per UTC hour in SQL (a text prefix, no per-row date arithmetic) and the few
+    # hundred hour buckets are placed in local weekday × hour in Python: exact for any zone, DST included.
     base = [FollowUp.is_fake.is_(False), _period(FollowUp.at, f), _people(FollowUp.user_id, f)]
-    q1 = _customer_scope(select(wd, hr, func.count()).where(*base), FollowUp.customer_id, f).group_by(wd, hr)
+    hour = sqlx.utc_hour(session, FollowUp.at)
+    q1 = _customer_scope(select(hour, func.count()).where(*base), FollowUp.customer_id, f).group_by(hour)
     grid = [[0] * 24 for _ in range(7)]
-    for w, h, n in session.execute(q1):
-        grid[int(w)][int(h)] = int(n)
-    day = sqlx.local_day(session, FollowUp.at, off)
-    q2 = select(FollowUp.user_id, day, func.count()).where(*base)
-    q2 = _customer_scope(q2, FollowUp.customer_id, f).group_by(FollowUp.user_id, day)
+    zone = clock.zone(f.tz)
+    for bucket, n in session.execute(q1):
+        at = datetime.strptime(str(bucket)[:13], "%Y-%m-%d %H").replace(tzinfo=UTC).astimezone(zone)
+        grid[at.weekday()][at.hour] += int(n)
     by_rep: dict[int, dict[str, int]] = {}
-    for uid, d, n in session.execute(q2):
-        by_rep.setdefault(uid, {})[str(d)[:10]] = int(n)
+    off = f.offset
+    if off % 3600 == 0:  # whole-hour zones: UTC date + "late" flag, folded here
+        day, late = sqlx.utc_date_and_late(session, FollowUp.at, off)
+        q2 = select(FollowUp.user_id, day, late, func.count()).where(*base)
+        q2 = _customer_scope(q2, FollowUp.customer_id, f).group_by(FollowUp.user_id, day, late)
+        for uid, d, shift, n in session.execute(q2):
+            local = (date.fromisoformat(str(d)[:10]) + timedelta(days=int(shift))).isoformat()
+            cells = by_rep.setdefault(uid, {})
+            cells[local] = cells.get(local, 0) + int(n)
+    else:
+        day = sqlx.local_day(session, FollowUp.at, off)
+        q2 = select(FollowUp.user_id, day, func.count()).where(*base)
+        q2 = _customer_scope(q2, FollowUp.customer_id, f).group_by(FollowUp.user_id, day)
+        for uid, d, n in session.execute(q2):
+            by_rep.setdefault(uid, {})[str(d)[:10]] = int(n)
     names = dict(session.execute(select(User.id, User.name).where(User.id.in_(list(by_rep) or [-1]))).all())
     days = [(f.start + timedelta(days=i)).isoformat() for i in range(f.days)]
     reps_rows = sorted(((names.get(uid, "?"), uid, cells) for uid, cells in by_rep.items()))

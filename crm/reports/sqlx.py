@@ -7,7 +7,7 @@ for a zone with DST the offset at the period's start is used for the whole perio
 
 from __future__ import annotations
 
-from sqlalchemy import Date, Float, Integer, String, cast, func, literal, literal_column
+from sqlalchemy import Date, Float, Integer, String, case, cast, func, literal, literal_column
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -56,3 +56,29 @@ def seconds_between(session: Session, start: ColumnElement, end: ColumnElement) 
     if is_postgres(session):
         return cast(func.extract("epoch", end - start), Float)
     return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+
+def utc_hour(session: Session, expr: ColumnElement) -> ColumnElement:
+    """The UTC hour a timestamp falls in, as ``YYYY-MM-DD HH`` text: a cheap prefix on SQLite (stored text)."""
+    if is_postgres(session):
+        return func.to_char(expr, "YYYY-MM-DD HH24")
+    return func.substr(expr, 1, 13, type_=String)
+
+
+def utc_date_and_late(
+    session: Session, expr: ColumnElement, offset: int
+) -> tuple[ColumnElement, ColumnElement]:
+    """(UTC date text, 1 when the local date differs from it) for a whole-hour ``offset``: grouping by these
+    two cheap expressions and adding the shift in Python gives local days without per-row date arithmetic.
+    """
+    hours = offset // 3600
+    if is_postgres(session):
+        day, hour = func.to_char(expr, "YYYY-MM-DD"), cast(func.extract("hour", expr), Integer)
+    else:
+        day, hour = (
+            func.substr(expr, 1, 10, type_=String),
+            cast(func.substr(expr, 12, 2, type_=String), Integer),
+        )
+    if hours >= 0:
+        return day, case((hour >= 24 - hours, 1), else_=0)
+    return day, case((hour < -hours, -1), else_=0)
