@@ -29,6 +29,7 @@ BLUEPRINTS = [
     "crm.intake.routes",
     "crm.scoring.routes",
     "crm.pipeline.routes",
+    "crm.reports.routes",
 ]
 
 

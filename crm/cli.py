@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "crm.recycle.cli",
     "crm.reminders.cli",
     "crm.intake.cli",
+    "crm.reports.cli",
 ]
 
 

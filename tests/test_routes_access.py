@@ -91,6 +91,8 @@ def sample_params(world, user) -> dict:
         "fmt": "xlsx",
         "opportunity_id": world["opportunity"].id,
         "stage_id": 1,
+        "panel": "funnel",
+        "table": "funnel",
     }
 
 

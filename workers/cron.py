@@ -21,3 +21,8 @@ cron.register(jobs.sample_spot_checks, queue_name="default", interval=3600)
 # Nightly score recompute (decay), gram statistics and form-hit cleanup; cron times are the host's local
 # time (run the scheduler with TZ=Asia/Shanghai for 02:30 China time).
 cron.register(jobs.recompute_scores, queue_name="default", cron="30 2 * * *", job_timeout=1800)
+# Dashboards (crm/reports): the daily pool rollup at 01:10 (and hourly catch-up is harmless: idempotent);
+# the weekly pool review digest on Monday mornings, hourly 08:00–11:00 so a late scheduler still sends it
+# (one reminder per manager and week).
+cron.register(jobs.rollup_reports, queue_name="default", cron="10 1 * * *", job_timeout=1800)
+cron.register(jobs.weekly_digest, queue_name="default", cron="0 8-11 * * 1")

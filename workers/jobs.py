@@ -133,3 +133,28 @@ def recompute_scores() -> dict:
     result["rate_limit_hits_purged"] = public.purge_hits(db.session, now)
     db.session.commit()
     return result
+
+
+@app_job
+def rollup_reports(rebuild: bool = False) -> dict:
+    """Dashboards: bring the daily pool rollup up to yesterday (recomputes the last days; idempotent)."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.reports.rollup import build
+
+    result = build(db.session, clock.now(), rebuild=rebuild)
+    db.session.commit()
+    return result
+
+
+@app_job
+def weekly_digest() -> int:
+    """上周公海复盘 to managers and admins as a reminder (delivered by dispatch); once per user and week, so
+    running it hourly on Mondays, or again after downtime, sends nothing twice."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.reports.review import send_weekly_digest
+
+    made = send_weekly_digest(db.session, clock.now())
+    db.session.commit()
+    return made

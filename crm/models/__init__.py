@@ -36,6 +36,7 @@ from .pools import (
     PrevOwnerRule,
 )
 from .recycle import ExtensionRequest, Holiday, RecycleRule, RuleKind, SweepRun
+from .reports import ReportPoolDaily, ReportRollup
 from .sales import Contract, Opportunity, Quote, Stage, StageChange, StageKind, StageRequirement
 from .settings import Setting, SettingsAudit
 
@@ -44,7 +45,7 @@ __all__ = [
     "Contact", "Contract", "Customer", "CustomerKind", "DeliveryStatus", "DuplicateConflict", "EventKind",
     "ExtensionRequest", "FollowUp", "Holiday", "ImportBatch", "LeadForm", "Level", "Lifecycle",
     "LoginAttempt", "NameGram", "Opportunity", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
-    "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReminderDelivery",
+    "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
     "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "User", "WebhookEndpoint",
     "customer_tags", "install_ledger_guard",

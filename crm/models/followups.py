@@ -42,8 +42,11 @@ class FollowUp(db.Model):
     __tablename__ = "followups"
     __table_args__ = (
         Index("ix_followups_customer_at", "customer_id", "at"),
-        Index("ix_followups_user_at", "user_id", "at"),
-        Index("ix_followups_at", "at"),
+        # is_fake, score_at and customer_id carried for the dashboards (crm/reports): per-rep counts, hot
+        # share and the heatmaps over a period are index-only scans (SQLite skip-scans user_id for admins).
+        Index("ix_followups_user_at", "user_id", "at", "is_fake", "score_at", "customer_id"),
+        # Carries what the dashboards read over a period (crm/reports), so their scans are index-only.
+        Index("ix_followups_at", "at", "user_id", "is_fake", "score_at", "customer_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -87,15 +90,16 @@ class ReminderKind:
     SYSTEM = "system"  # digests, import results, etc.
     STALLED = "stalled"  # hot or grade A with no stage progress (高意向未推进)
     SPOT_CHECK = "spot_check"  # a manager's daily spot-check sample is ready
+    WEEKLY_DIGEST = "weekly_digest"  # 上周公海复盘 for managers and admins (crm/reports/review.py)
     ALL = (
         NEXT_CONTACT, CADENCE, NEW_CUSTOMER, CUSTOM, RECYCLE_WARNING, RECYCLE_ESCALATION,
-        OVERDUE_ESCALATION, HOT, DUPLICATE, EXTENSION, SYSTEM, STALLED, SPOT_CHECK,
+        OVERDUE_ESCALATION, HOT, DUPLICATE, EXTENSION, SYSTEM, STALLED, SPOT_CHECK, WEEKLY_DIGEST,
     )  # fmt: skip
     LABELS = {
         NEXT_CONTACT: "计划联系", CADENCE: "定期回访", NEW_CUSTOMER: "新客户首次联系", CUSTOM: "自定义提醒",
         RECYCLE_WARNING: "回收预警", RECYCLE_ESCALATION: "回收升级", OVERDUE_ESCALATION: "逾期升级",
         HOT: "高分客户", DUPLICATE: "撞单", EXTENSION: "延期申请", SYSTEM: "系统通知",
-        STALLED: "高意向未推进", SPOT_CHECK: "跟进抽查",
+        STALLED: "高意向未推进", SPOT_CHECK: "跟进抽查", WEEKLY_DIGEST: "公海周报",
     }  # fmt: skip
 
 

@@ -141,7 +141,8 @@ class PoolEvent(db.Model):
     __tablename__ = "pool_events"
     __table_args__ = (
         Index("ix_pool_events_customer_at", "customer_id", "at"),
-        Index("ix_pool_events_kind_at", "kind", "at"),
+        # to_user_id carried for the dashboards' "new customers per rep" (crm/reports), an index-only scan.
+        Index("ix_pool_events_kind_at", "kind", "at", "to_user_id"),
         Index("ix_pool_events_pool_at", "pool_id", "at"),
         Index("ix_pool_events_to_user_kind_at", "to_user_id", "kind", "at"),
     )

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 4718b0d3ba92
+Revision ID: 97f0c6fe0ccf
 Revises: 
-Create Date: 2026-11-23 17:28:45.264810
+Create Date: 2026-11-23 19:21:31.933712
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '4718b0d3ba92'
+revision = '97f0c6fe0ccf'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -63,6 +63,33 @@ def upgrade():
     with op.batch_alter_table('rate_limit_hits', schema=None) as batch_op:
         batch_op.create_index('ix_rate_limit_hits_key_at', ['key', 'at'], unique=False)
 
+    op.create_table('report_pool_daily',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('pool_id', sa.Integer(), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('channel', sa.String(length=60), nullable=False),
+    sa.Column('inflow', sa.Integer(), nullable=False),
+    sa.Column('outflow', sa.Integer(), nullable=False),
+    sa.Column('created', sa.Integer(), nullable=False),
+    sa.Column('timed', sa.Integer(), nullable=False),
+    sa.Column('in_pool_secs', sa.Float(), nullable=False),
+    sa.Column('contacted', sa.Integer(), nullable=False),
+    sa.Column('contact_secs', sa.Float(), nullable=False),
+    sa.Column('followups', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_report_pool_daily')),
+    sa.UniqueConstraint('day', 'pool_id', 'user_id', 'channel', name=op.f('uq_report_pool_daily_day_pool_id_user_id_channel'))
+    )
+    with op.batch_alter_table('report_pool_daily', schema=None) as batch_op:
+        batch_op.create_index('ix_report_pool_daily_pool_day', ['pool_id', 'day'], unique=False)
+
+    op.create_table('report_rollups',
+    sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('built_until', sa.Date(), nullable=False),
+    sa.Column('tz', sa.String(length=64), nullable=False),
+    sa.Column('built_at', sa.DateTime(), nullable=False),
+    sa.PrimaryKeyConstraint('name', name=op.f('pk_report_rollups'))
+    )
     op.create_table('stages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=30), nullable=False),
@@ -518,16 +545,16 @@ def upgrade():
     sa.Column('stage_id', sa.Integer(), nullable=True),
     sa.Column('is_fake', sa.Boolean(), nullable=False),
     sa.Column('answered_reminder_id', sa.Integer(), nullable=True),
-    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('(false)'), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_followups_customer_id_customers')),
     sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f('fk_followups_stage_id_stages')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_followups_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_followups'))
     )
     with op.batch_alter_table('followups', schema=None) as batch_op:
-        batch_op.create_index('ix_followups_at', ['at'], unique=False)
+        batch_op.create_index('ix_followups_at', ['at', 'user_id', 'is_fake', 'score_at', 'customer_id'], unique=False)
         batch_op.create_index('ix_followups_customer_at', ['customer_id', 'at'], unique=False)
-        batch_op.create_index('ix_followups_user_at', ['user_id', 'at'], unique=False)
+        batch_op.create_index('ix_followups_user_at', ['user_id', 'at', 'is_fake', 'score_at', 'customer_id'], unique=False)
 
     op.create_table('name_grams',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -595,7 +622,7 @@ def upgrade():
     )
     with op.batch_alter_table('pool_events', schema=None) as batch_op:
         batch_op.create_index('ix_pool_events_customer_at', ['customer_id', 'at'], unique=False)
-        batch_op.create_index('ix_pool_events_kind_at', ['kind', 'at'], unique=False)
+        batch_op.create_index('ix_pool_events_kind_at', ['kind', 'at', 'to_user_id'], unique=False)
         batch_op.create_index('ix_pool_events_pool_at', ['pool_id', 'at'], unique=False)
         batch_op.create_index('ix_pool_events_to_user_kind_at', ['to_user_id', 'kind', 'at'], unique=False)
 
@@ -901,6 +928,11 @@ def downgrade():
 
     op.drop_table('sweep_runs')
     op.drop_table('stages')
+    op.drop_table('report_rollups')
+    with op.batch_alter_table('report_pool_daily', schema=None) as batch_op:
+        batch_op.drop_index('ix_report_pool_daily_pool_day')
+
+    op.drop_table('report_pool_daily')
     with op.batch_alter_table('rate_limit_hits', schema=None) as batch_op:
         batch_op.drop_index('ix_rate_limit_hits_key_at')
 
