@@ -28,10 +28,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 NOW = datetime(2026, 3, 16, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
-SQLITE_DIR = Path("/tmp/crm_bench_recycle")
+# Names can be overridden so that several checkouts can bench on one machine without clobbering each other.
+SQLITE_DIR = Path(os.environ.get("CRM_BENCH_SQLITE_DIR", "/tmp/crm_bench_recycle"))
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1/postgres"
-PG_TEMPLATE = "crm_bench_recycle"
-PG_RUN = "crm_bench_recycle_run"
+PG_TEMPLATE = os.environ.get("CRM_BENCH_PG_DB", "crm_bench_recycle")
+PG_RUN = PG_TEMPLATE + "_run"
+if "bench" not in PG_TEMPLATE:
+    raise SystemExit("CRM_BENCH_PG_DB must contain 'bench' (the bench drops and recreates it)")
 REPS = 500
 WARNED = 20_000  # customers inside the 2-day warning window (owners get a warning; some an escalation)
 

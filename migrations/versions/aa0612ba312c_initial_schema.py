@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 4718b0d3ba92
+Revision ID: aa0612ba312c
 Revises: 
-Create Date: 2026-11-23 17:28:45.264810
+Create Date: 2026-11-23 18:07:51.653126
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '4718b0d3ba92'
+revision = 'aa0612ba312c'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -518,7 +518,7 @@ def upgrade():
     sa.Column('stage_id', sa.Integer(), nullable=True),
     sa.Column('is_fake', sa.Boolean(), nullable=False),
     sa.Column('answered_reminder_id', sa.Integer(), nullable=True),
-    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('false'), nullable=False),
+    sa.Column('over_cap', sa.Boolean(), server_default=sa.text('(false)'), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_followups_customer_id_customers')),
     sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f('fk_followups_stage_id_stages')),
     sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_followups_user_id_users')),
@@ -583,13 +583,7 @@ def upgrade():
     sa.Column('holding_no', sa.Integer(), nullable=True),
     sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
-    sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_pool_events_actor_id_users')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_pool_events_customer_id_customers')),
-    sa.ForeignKeyConstraint(['from_user_id'], ['users.id'], name=op.f('fk_pool_events_from_user_id_users')),
-    sa.ForeignKeyConstraint(['pool_id'], ['pools.id'], name=op.f('fk_pool_events_pool_id_pools')),
-    sa.ForeignKeyConstraint(['rule_id'], ['recycle_rules.id'], name=op.f('fk_pool_events_rule_id_recycle_rules')),
-    sa.ForeignKeyConstraint(['to_pool_id'], ['pools.id'], name=op.f('fk_pool_events_to_pool_id_pools')),
-    sa.ForeignKeyConstraint(['to_user_id'], ['users.id'], name=op.f('fk_pool_events_to_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pool_events')),
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_pool_events_dedupe_key'))
     )
