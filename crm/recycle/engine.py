@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, case, func, literal, null, or_, select
+from sqlalchemy import and_, case, func, literal, null, or_, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, True_
+from sqlalchemy.sql.functions import FunctionElement
 
 from crm import clock
 from crm.models import (
@@ -193,25 +195,48 @@ def later(a: ColumnElement, b: ColumnElement) -> ColumnElement:
     return case((b > a, b), else_=a)
 
 
+class latest(FunctionElement):  # noqa: N801 - reads like the SQL function it compiles to
+    """The latest of a non-NULL first timestamp and nullable others (NULLs ignored): ``later`` nested, but
+    each argument appears once in the SQL. Nested ``CASE``s repeat their inner expression at every use, and
+    this runs for every owned customer in the sweep and the preview."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(latest)
+def _latest_default(element, compiler, **kw):  # SQLite: multi-argument max() is NULL if any argument is
+    first, *others = list(element.clauses)
+    parts = [compiler.process(first, **kw)]
+    parts += [f"coalesce({compiler.process(o, **kw)}, {parts[0]})" for o in others]
+    return f"max({', '.join(parts)})"
+
+
+@compiles(latest, "postgresql")
+def _latest_pg(element, compiler, **kw):  # greatest() ignores NULLs
+    return f"greatest({compiler.process(element.clauses, **kw)})"
+
+
 def anchor_expr(rule: RuleDef) -> ColumnElement:
     """Where the rule's clock starts, as SQL over the ``customers`` table."""
     base = func.coalesce(C.claimed_at, C.created_at)
     if rule.kind == RuleKind.NURTURE_EXPIRY:
         return C.nurture_until
-    if rule.kind == RuleKind.NO_FOLLOWUP:
-        anchor = later(base, C.last_followup_at)
-    elif rule.kind == RuleKind.NO_STAGE_PROGRESS:
-        anchor = later(base, C.last_stage_change_at)
-    else:  # no_first_contact, no_deal
-        anchor = base
     # 长期培育 pauses the other rules: their clocks start again at the nurture date at the earliest.
-    return later(anchor, C.nurture_until)
+    if rule.kind == RuleKind.NO_FOLLOWUP:
+        return latest(base, C.last_followup_at, C.nurture_until)
+    if rule.kind == RuleKind.NO_STAGE_PROGRESS:
+        return latest(base, C.last_stage_change_at, C.nurture_until)
+    return latest(base, C.nurture_until)  # no_first_contact, no_deal
 
 
-def applies_expr(rule: RuleDef, ctx: Context) -> ColumnElement:
-    """Whether the rule applies to a customer at all (owner, home pool, narrowing, kind conditions)."""
+def applies_expr(rule: RuleDef, ctx: Context, *, scoped: bool = False) -> ColumnElement:
+    """Whether the rule applies to a customer at all (owner, home pool, narrowing, kind conditions).
+
+    ``scoped``: the query already keeps only owned, unmerged customers of the rule's pool (the preview), so
+    those conditions are left out rather than evaluated again for every row."""
     base = func.coalesce(C.claimed_at, C.created_at)
-    conds = [C.pool_id == rule.pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None)]
+    conds = [] if scoped else [C.pool_id == rule.pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None)]
     if rule.grades:
         conds.append(C.grade.in_(list(rule.grades)))
     if rule.kinds:
@@ -230,7 +255,7 @@ def applies_expr(rule: RuleDef, ctx: Context) -> ColumnElement:
             Opportunity.status == "open", Opportunity.stage_id.in_(stage_ids)
         )
         conds.append(C.id.not_in(open_there))
-    return and_(*conds)
+    return and_(*conds) if conds else true()
 
 
 def _dt(value: datetime) -> ColumnElement:
@@ -275,11 +300,15 @@ def due_expr(rule: RuleDef, ctx: Context, at: datetime, lead: timedelta = timede
 # compare the resulting columns against the cutoffs outside.
 
 
-def evaluated(rules: list[RuleDef], ctx: Context, *columns, where=()) -> object:
-    """Subquery with ``ap<i>`` (rule i applies, 0/1) and ``a<i>`` (its anchor) for each rule, plus columns."""
+def evaluated(rules: list[RuleDef], ctx: Context, *columns, where=(), scoped: bool = False) -> object:
+    """Subquery with ``ap<i>`` (rule i applies, 0/1) and ``a<i>`` (its anchor) for each rule, plus columns.
+    ``scoped``: ``where`` keeps only owned, unmerged customers of the rules' one pool (see ``applies_expr``)."""
     cols = [C.id, C.extension_days, C.protected_until, C.won_at, *columns]
     for i, rule in enumerate(rules):
-        cols += [flag(applies_expr(rule, ctx)).label(f"ap{i}"), anchor_expr(rule).label(f"a{i}")]
+        cols += [
+            flag(applies_expr(rule, ctx, scoped=scoped)).label(f"ap{i}"),
+            anchor_expr(rule).label(f"a{i}"),
+        ]
     return select(*cols).where(*where).offset(0).subquery("evaluated")
 
 
@@ -331,6 +360,8 @@ def prefilter(rules: list[RuleDef], ctx: Context, at: datetime, leads: list[time
 
 def flag(condition: ColumnElement) -> ColumnElement:
     """A condition as 0/1 (never NULL), usable as a column and compared in an outer query."""
+    if isinstance(condition, True_):
+        return literal(1)
     return case((condition, 1), else_=0)
 
 
@@ -383,13 +414,16 @@ def _search(value: ColumnElement, cutoffs: list, lo: int, hi: int) -> ColumnElem
     )
 
 
-def bucket_on(ev, i: int, rule: RuleDef, ctx: Context, bounds: list[datetime], dialect: str) -> ColumnElement:
+def bucket_on(
+    ev, i: int, rule: RuleDef, ctx: Context, bounds: list[datetime], dialect: str, *, protection: bool = True
+) -> ColumnElement:
     """Index of the first boundary by which rule ``i`` is due (``NOT_DUE`` if none): due ≤ bounds[k].
 
     ``bounds`` are [now, end of today, end of tomorrow, …]. "due ≤ bounds[k]" is ``anchor <= cutoff(bounds[k])``
     exactly as in ``due_expr`` (calendar and working days alike), so the cutoffs are computed here in Python
     and each row only does a few timestamp comparisons (no date arithmetic in SQL): this expression runs
-    for every owned customer of the pool (1,000,000 in bench/sweep.py).
+    for every owned customer of the pool (1,000,000 in bench/sweep.py). ``protection=False`` leaves out the
+    protection (``first_bucket`` applies it once for all rules).
     """
     anchor = ev.c[f"a{i}"]
     trees = {
@@ -402,9 +436,26 @@ def bucket_on(ev, i: int, rule: RuleDef, ctx: Context, bounds: list[datetime], d
         rule_bucket = case((ev.c.extension_days == 0, trees[0]), else_=NOT_DUE)
     else:
         rule_bucket = case(trees, value=ev.c.extension_days, else_=NOT_DUE)
-    if rule.exclude_protected:
+    if rule.exclude_protected and protection:
         rule_bucket = greatest(dialect, rule_bucket, protection_bucket(ev, ctx, bounds))
     return case((ev.c[f"ap{i}"] == 1, rule_bucket), else_=NOT_DUE)
+
+
+def first_bucket(
+    ev, rules: list[RuleDef], ctx: Context, bounds: list[datetime], dialect: str
+) -> ColumnElement:
+    """The customer's earliest bucket over ``rules``: ``min_i max(bucket_i, protection)`` computed as
+    ``max(min_i bucket_i, protection)`` over the rules that honour protection (max distributes over min), so
+    the protection expression is evaluated once per row whatever the number of rules."""
+    guarded = [
+        bucket_on(ev, i, r, ctx, bounds, dialect, protection=False)
+        for i, r in enumerate(rules)
+        if r.exclude_protected
+    ]
+    free = [bucket_on(ev, i, r, ctx, bounds, dialect) for i, r in enumerate(rules) if not r.exclude_protected]
+    if guarded:
+        free.append(greatest(dialect, least(dialect, *guarded), protection_bucket(ev, ctx, bounds)))
+    return least(dialect, *free)
 
 
 def protection_bucket(ev, ctx: Context, bounds: list[datetime]) -> ColumnElement:
@@ -690,8 +741,8 @@ def preview(
         return Preview(now, bounds, owned, 0, 0, empty_days, [])
     warn_leads = [r.warn_days * DAY if r.warn_days else None for r in rules]
 
-    def per_rule_query(*extra):
-        ev = evaluated(rules, ctx, *extra, where=where)
+    def per_rule_query(*extra, combined: bool = False):
+        ev = evaluated(rules, ctx, *extra, where=where, scoped=True)
         # In the warning window now and not due now: due_on(now, lead) and not due_on(now), with the shared
         # conditions (applies, unprotected now) evaluated once.
         warn_terms = [
@@ -707,25 +758,32 @@ def preview(
         return (
             select(
                 *[ev.c[col.name] for col in extra],
-                *[bucket_on(ev, i, r, ctx, bounds, dialect).label(f"b{i}") for i, r in enumerate(rules)],
+                *(
+                    [first_bucket(ev, rules, ctx, bounds, dialect).label("first")]
+                    if combined
+                    else [
+                        bucket_on(ev, i, r, ctx, bounds, dialect).label(f"b{i}") for i, r in enumerate(rules)
+                    ]
+                ),
                 (flag(or_(*warn_terms)) if warn_terms else literal(0)).label("warn"),
             )
             .offset(0)
             .subquery("per_rule")
         )
 
-    # One pass for the counts, carrying as few columns as possible: conditional sums, no sort, no grouping.
-    counted = per_rule_query()
-    first = least(dialect, *[counted.c[f"b{i}"] for i in range(len(rules))])
-    totals = session.execute(
-        select(
-            # Warned now: in a warning window and not recycled right away (the sweep recycles first).
-            func.count(),
-            func.coalesce(func.sum(case((and_(counted.c.warn == 1, first != 0), 1), else_=0)), 0),
-            *[func.coalesce(func.sum(case((first == k, 1), else_=0)), 0) for k in range(len(bounds))],
-        )  # fmt: skip
-    ).one()
-    owned, warned, counts = int(totals[0]), int(totals[1]), [int(n) for n in totals[2:]]
+    # One pass for the counts: each customer's first bucket and warning flag computed once (an inner query),
+    # then grouped — a handful of groups, no per-bucket conditional sums re-evaluating the minimum.
+    keyed = per_rule_query(combined=True)
+    owned, warned, counts = 0, 0, [0] * len(bounds)
+    for bucket, warn, n in session.execute(
+        select(keyed.c.first, keyed.c.warn, func.count()).group_by(keyed.c.first, keyed.c.warn)
+    ):
+        owned += n
+        if bucket < len(bounds):
+            counts[bucket] += n
+        # Warned now: in a warning window and not recycled right away (the sweep recycles first).
+        if warn == 1 and bucket != 0:
+            warned += n
     # A sample from the earliest non-empty buckets; each scan stops as soon as it has enough rows.
     sampled = per_rule_query(C.id, C.name, C.owner_id)
     buckets = [sampled.c[f"b{i}"] for i in range(len(rules))]
