@@ -9,7 +9,9 @@ with set-based inserts, then on fresh copies of the same data measures:
 - the ratio of the two (target ≤ 2×, and ≤ 30 s absolute);
 - the rule preview (规则预演) for the 1,000,000-customer pool (target ≤ 1 s).
 
-Usage: ``python bench/sweep.py [--db sqlite|postgresql|both] [--customers N] [--due N]``.
+Usage: ``python bench/sweep.py [--db sqlite|postgresql|both] [--customers N] [--due N] [--rebuild]``. The data
+is built once and reused (``--rebuild`` after a schema change); ``CRM_BENCH_SQLITE_DIR`` and ``CRM_BENCH_PG_DB``
+(must contain "bench") override where it lives, so two checkouts on one machine do not share it.
 """
 
 from __future__ import annotations
