@@ -784,27 +784,30 @@ def preview(
         # Warned now: in a warning window and not recycled right away (the sweep recycles first).
         if warn == 1 and bucket != 0:
             warned += n
-    # A sample from the earliest non-empty buckets; each scan stops as soon as it has enough rows.
+    # A sample from the earliest non-empty buckets, in one query (never a scan per bucket): when the earliest
+    # bucket alone fills the sample, an unordered scan that stops after ``sample_size`` rows; otherwise the
+    # buckets up to the one that fills it, ordered (a top-N sort).
     sampled = per_rule_query(C.id, C.name, C.owner_id)
     buckets = [sampled.c[f"b{i}"] for i in range(len(rules))]
     first = least(dialect, *buckets)
     rule_of = case(*[(b == first, i) for i, b in enumerate(buckets)], else_=null())
     sample_rows: list = []
-    for k, n in enumerate(counts):
-        if len(sample_rows) >= sample_size:
-            break
-        if n:
-            sample_rows += session.execute(
-                select(
-                    sampled.c.id,
-                    sampled.c.name,
-                    sampled.c.owner_id,
-                    first.label("bucket"),
-                    rule_of.label("pos"),
-                )
-                .where(first == k)
-                .limit(sample_size - len(sample_rows))
-            ).all()
+    nonempty = [k for k, n in enumerate(counts) if n]
+    if nonempty and sample_size > 0:
+        last, running = nonempty[-1], 0
+        for k in nonempty:
+            running += counts[k]
+            if running >= sample_size:
+                last = k
+                break
+        query = select(
+            sampled.c.id, sampled.c.name, sampled.c.owner_id, first.label("bucket"), rule_of.label("pos")
+        )
+        if last == nonempty[0]:
+            query = query.where(first == last)
+        else:
+            query = query.where(first <= last).order_by(first, sampled.c.id)
+        sample_rows = list(session.execute(query.limit(sample_size)).all())
     owners = _user_names(session, {r.owner_id for r in sample_rows})
     sample = []
     for row in sample_rows:
