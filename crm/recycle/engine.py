@@ -190,15 +190,10 @@ def extension_values(session: Session) -> set[int]:
 # ---------------------------------------------------------------- SQL pieces
 
 
-def later(a: ColumnElement, b: ColumnElement) -> ColumnElement:
-    """The later of ``a`` and a nullable ``b`` (NULL-safe, same SQL on SQLite and PostgreSQL)."""
-    return case((b > a, b), else_=a)
-
-
 class latest(FunctionElement):  # noqa: N801 - reads like the SQL function it compiles to
-    """The latest of a non-NULL first timestamp and nullable others (NULLs ignored): ``later`` nested, but
-    each argument appears once in the SQL. Nested ``CASE``s repeat their inner expression at every use, and
-    this runs for every owned customer in the sweep and the preview."""
+    """The latest of a non-NULL first timestamp and nullable others (NULLs ignored), each argument once in the
+    SQL. (Nested ``CASE WHEN b > a THEN b ELSE a END`` repeat their inner expression at every use; this runs
+    for every owned customer in the sweep and the preview.)"""
 
     type = UTCDateTime()
     inherit_cache = True
@@ -327,7 +322,7 @@ def due_on(
 
 def anchor_le(rule: RuleDef, bound: datetime) -> ColumnElement:
     """A cheap, index-friendly necessary condition for ``anchor_expr(rule) <= bound`` on the raw columns
-    (``later(a, b) <= X`` ⟺ ``a <= X and (b is null or b <= X)``), used to skip most rows before the full
+    (``latest(a, b) <= X`` ⟺ ``a <= X and (b is null or b <= X)``), used to skip most rows before the full
     expressions are evaluated."""
     x = _dt(bound)
     base = or_(C.claimed_at <= x, and_(C.claimed_at.is_(None), C.created_at <= x))

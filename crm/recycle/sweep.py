@@ -372,7 +372,11 @@ def _recycle(
     )
     result.customer_ids = list(session.scalars(select(DUE.c.customer_id).order_by(DUE.c.customer_id)))
     signals.ownership_changed.send(
-        "recycle", session=session, customer_ids=result.customer_ids, now=now, id_query=select(DUE.c.customer_id)
+        "recycle",
+        session=session,
+        customer_ids=result.customer_ids,
+        now=now,
+        id_query=select(DUE.c.customer_id),
     )
 
 
