@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: aa0612ba312c
+Revision ID: b9ef6b15b6cf
 Revises: 
-Create Date: 2026-11-23 18:07:51.653126
+Create Date: 2026-11-23 18:43:51.181849
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = 'aa0612ba312c'
+revision = 'b9ef6b15b6cf'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -276,7 +276,6 @@ def upgrade():
     sa.Column('merged_into_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['last_owner_id'], ['users.id'], name=op.f('fk_customers_last_owner_id_users')),
     sa.ForeignKeyConstraint(['merged_into_id'], ['customers.id'], name=op.f('fk_customers_merged_into_id_customers')),
     sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_customers_owner_id_users')),
     sa.ForeignKeyConstraint(['pool_id'], ['pools.id'], name=op.f('fk_customers_pool_id_pools')),
