@@ -9,7 +9,9 @@ with set-based inserts, then on fresh copies of the same data measures:
 - the ratio of the two (target ≤ 2×, and ≤ 30 s absolute);
 - the rule preview (规则预演) for the 1,000,000-customer pool (target ≤ 1 s).
 
-Usage: ``python bench/sweep.py [--db sqlite|postgresql|both] [--customers N] [--due N]``.
+Usage: ``python bench/sweep.py [--db sqlite|postgresql|both] [--customers N] [--due N] [--rebuild]``. The data
+is built once and reused (``--rebuild`` after a schema change); ``CRM_BENCH_SQLITE_DIR`` and ``CRM_BENCH_PG_DB``
+(must contain "bench") override where it lives, so two checkouts on one machine do not share it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 NOW = datetime(2026, 3, 16, 2, 0, tzinfo=UTC)  # Monday 10:00 in Shanghai
-SQLITE_DIR = Path("/tmp/crm_bench_recycle")
+# Names can be overridden so that several checkouts can bench on one machine without clobbering each other.
+SQLITE_DIR = Path(os.environ.get("CRM_BENCH_SQLITE_DIR", "/tmp/crm_bench_recycle"))
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1/postgres"
-PG_TEMPLATE = "crm_bench_recycle"
-PG_RUN = "crm_bench_recycle_run"
+PG_TEMPLATE = os.environ.get("CRM_BENCH_PG_DB", "crm_bench_recycle")
+PG_RUN = PG_TEMPLATE + "_run"
+if "bench" not in PG_TEMPLATE:
+    raise SystemExit("CRM_BENCH_PG_DB must contain 'bench' (the bench drops and recreates it)")
 REPS = 500
 WARNED = 20_000  # customers inside the 2-day warning window (owners get a warning; some an escalation)
 

@@ -6,7 +6,10 @@ Senders pass the session and ``now``; receivers must not commit (the sender's tr
 - ``stage_changed``(session, customer, change, now): a customer/opportunity moved stage.
 - ``deal_won``(session, customer, opportunity, now): a contract was signed (protection starts).
 - ``customer_created``(session, customer, now): a new lead/customer arrived (scoring, routing).
-- ``ownership_changed``(session, customer_ids, now): claims, releases, assignments, recycles.
+- ``ownership_changed``(session, customer_ids, now[, id_query]): claims, releases, assignments, recycles. A
+  set-based sender (the recycle sweep, ~100k customers) also passes ``id_query``, a SELECT of the same ids,
+  which subscribers should prefer over the list (a 100k-element IN list exceeds PostgreSQL's 65,535 bound
+  parameters).
 - ``score_changed``(session, customer, old, new, now): the score moved (hot crossings, routing).
 """
 

@@ -262,3 +262,19 @@ def test_preview_counts_agree_with_each_customers_due_time(make, setup):
     assert {d: n for d, n in preview.per_day if n} == expected_days
     assert preview.warned_now == warned
     assert preview.owned == len(customers)
+
+    # The sample is taken from the earliest buckets, in bucket order, whichever buckets it spans.
+    def bucket(c):
+        due = engine.due_info(db.session, fresh(c), now).due.due_at
+        days = (clock.local(due).date() - today).days
+        return 0 if due <= now else (days + 1 if days <= 7 else None)
+
+    buckets = {c.id: bucket(c) for c in customers}
+    in_horizon = sorted(b for b in buckets.values() if b is not None)
+    for size in (1, expected_now + 1, 10, 100):
+        sample = engine.preview(
+            db.session, pool.id, engine.active_rules(db.session, pool.id), now, sample_size=size
+        )
+        got = [buckets[s["customer_id"]] for s in sample.sample]
+        assert got == in_horizon[: min(size, len(in_horizon))]
+        assert [s["when"] == "立即" for s in sample.sample] == [b == 0 for b in got]

@@ -223,7 +223,10 @@ class Customer(db.Model):
     pool_entered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Fair release: hidden on the board until this instant.
     visible_from: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    last_owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    # users.id, deliberately without a foreign key: users are never deleted (deactivated), the value is always
+    # copied from owner_id, and the recycle sweep sets it on ~100k rows at once, where the per-row FK check
+    # cost ~1 s on PostgreSQL (issue 5, Speed).
+    last_owner_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     last_released_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     senior_only: Mapped[bool] = mapped_column(Boolean, default=False)
 
@@ -239,7 +242,7 @@ class Customer(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     owner = relationship("User", foreign_keys=[owner_id])
-    last_owner = relationship("User", foreign_keys=[last_owner_id])
+    last_owner = relationship("User", primaryjoin="foreign(Customer.last_owner_id) == User.id", viewonly=True)
     pool = relationship("Pool", foreign_keys=[pool_id])
     stage = relationship("Stage", foreign_keys=[stage_id])
     tags: Mapped[list[Tag]] = relationship(secondary=customer_tags, order_by="Tag.name")

@@ -136,6 +136,12 @@ class PoolEvent(db.Model):
     """流转记录: one append-only ledger row per move. Database triggers refuse UPDATE and DELETE.
 
     ``dedupe_key`` makes "exactly once" moves idempotent (e.g. ``recycle:<customer>:<holding>``).
+
+    Only ``customer_id`` is a foreign key. The other references (users, pools, rules) are plain integers on
+    purpose: those rows are never deleted (users are deactivated, pools and rules soft-deleted), every writer
+    takes the ids from live rows, and a recycle sweep writes ~100k ledger rows at once, where each foreign
+    key costs a per-row check (on PostgreSQL a trigger, an index probe and a row lock on the referenced
+    row) — the bulk of the sweep's time (issue 5, Speed). The relationships below are view-only joins.
     """
 
     __tablename__ = "pool_events"
@@ -151,14 +157,14 @@ class PoolEvent(db.Model):
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     kind: Mapped[str] = mapped_column(String(24))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # users.id, no FK (see above)
     # When the system acted: the rule or job that fired, e.g. "rule:12 7天未跟进" or "auto_assign".
     actor_system: Mapped[str | None] = mapped_column(String(120), nullable=True)
-    rule_id: Mapped[int | None] = mapped_column(ForeignKey("recycle_rules.id"), nullable=True)
-    from_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-    to_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
-    pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
-    to_pool_id: Mapped[int | None] = mapped_column(ForeignKey("pools.id"), nullable=True)
+    rule_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # recycle_rules.id, no FK (see above)
+    from_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # users.id, no FK (see above)
+    to_user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # users.id, no FK (see above)
+    pool_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # pools.id, no FK (see above)
+    to_pool_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # pools.id, no FK (see above)
     reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Follow-ups the customer got during the holding that this move ends.
@@ -169,11 +175,11 @@ class PoolEvent(db.Model):
     data: Mapped[dict | None] = mapped_column(JSONType, nullable=True)
     dedupe_key: Mapped[str | None] = mapped_column(String(120), nullable=True, unique=True)
 
-    actor = relationship("User", foreign_keys=[actor_id])
-    from_user = relationship("User", foreign_keys=[from_user_id])
-    to_user = relationship("User", foreign_keys=[to_user_id])
-    pool = relationship("Pool", foreign_keys=[pool_id])
-    to_pool = relationship("Pool", foreign_keys=[to_pool_id])
+    actor = relationship("User", primaryjoin="foreign(PoolEvent.actor_id) == User.id", viewonly=True)
+    from_user = relationship("User", primaryjoin="foreign(PoolEvent.from_user_id) == User.id", viewonly=True)
+    to_user = relationship("User", primaryjoin="foreign(PoolEvent.to_user_id) == User.id", viewonly=True)
+    pool = relationship("Pool", primaryjoin="foreign(PoolEvent.pool_id) == Pool.id", viewonly=True)
+    to_pool = relationship("Pool", primaryjoin="foreign(PoolEvent.to_pool_id) == Pool.id", viewonly=True)
 
 
 class ClaimCount(db.Model):

@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import Integer, and_, case, cast, func, literal, not_, null, or_, select
+from sqlalchemy import and_, case, func, literal, null, or_, select, true
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, True_
+from sqlalchemy.sql.functions import FunctionElement
 
 from crm import clock
 from crm.models import (
@@ -188,9 +190,26 @@ def extension_values(session: Session) -> set[int]:
 # ---------------------------------------------------------------- SQL pieces
 
 
-def later(a: ColumnElement, b: ColumnElement) -> ColumnElement:
-    """The later of ``a`` and a nullable ``b`` (NULL-safe, same SQL on SQLite and PostgreSQL)."""
-    return case((b > a, b), else_=a)
+class latest(FunctionElement):  # noqa: N801 - reads like the SQL function it compiles to
+    """The latest of a non-NULL first timestamp and nullable others (NULLs ignored), each argument once in the
+    SQL. (Nested ``CASE WHEN b > a THEN b ELSE a END`` repeat their inner expression at every use; this runs
+    for every owned customer in the sweep and the preview.)"""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(latest)
+def _latest_default(element, compiler, **kw):  # SQLite: multi-argument max() is NULL if any argument is
+    first, *others = list(element.clauses)
+    parts = [compiler.process(first, **kw)]
+    parts += [f"coalesce({compiler.process(o, **kw)}, {parts[0]})" for o in others]
+    return f"max({', '.join(parts)})"
+
+
+@compiles(latest, "postgresql")
+def _latest_pg(element, compiler, **kw):  # greatest() ignores NULLs
+    return f"greatest({compiler.process(element.clauses, **kw)})"
 
 
 def anchor_expr(rule: RuleDef) -> ColumnElement:
@@ -198,20 +217,21 @@ def anchor_expr(rule: RuleDef) -> ColumnElement:
     base = func.coalesce(C.claimed_at, C.created_at)
     if rule.kind == RuleKind.NURTURE_EXPIRY:
         return C.nurture_until
-    if rule.kind == RuleKind.NO_FOLLOWUP:
-        anchor = later(base, C.last_followup_at)
-    elif rule.kind == RuleKind.NO_STAGE_PROGRESS:
-        anchor = later(base, C.last_stage_change_at)
-    else:  # no_first_contact, no_deal
-        anchor = base
     # 长期培育 pauses the other rules: their clocks start again at the nurture date at the earliest.
-    return later(anchor, C.nurture_until)
+    if rule.kind == RuleKind.NO_FOLLOWUP:
+        return latest(base, C.last_followup_at, C.nurture_until)
+    if rule.kind == RuleKind.NO_STAGE_PROGRESS:
+        return latest(base, C.last_stage_change_at, C.nurture_until)
+    return latest(base, C.nurture_until)  # no_first_contact, no_deal
 
 
-def applies_expr(rule: RuleDef, ctx: Context) -> ColumnElement:
-    """Whether the rule applies to a customer at all (owner, home pool, narrowing, kind conditions)."""
+def applies_expr(rule: RuleDef, ctx: Context, *, scoped: bool = False) -> ColumnElement:
+    """Whether the rule applies to a customer at all (owner, home pool, narrowing, kind conditions).
+
+    ``scoped``: the query already keeps only owned, unmerged customers of the rule's pool (the preview), so
+    those conditions are left out rather than evaluated again for every row."""
     base = func.coalesce(C.claimed_at, C.created_at)
-    conds = [C.pool_id == rule.pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None)]
+    conds = [] if scoped else [C.pool_id == rule.pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None)]
     if rule.grades:
         conds.append(C.grade.in_(list(rule.grades)))
     if rule.kinds:
@@ -230,7 +250,7 @@ def applies_expr(rule: RuleDef, ctx: Context) -> ColumnElement:
             Opportunity.status == "open", Opportunity.stage_id.in_(stage_ids)
         )
         conds.append(C.id.not_in(open_there))
-    return and_(*conds)
+    return and_(*conds) if conds else true()
 
 
 def _dt(value: datetime) -> ColumnElement:
@@ -275,11 +295,15 @@ def due_expr(rule: RuleDef, ctx: Context, at: datetime, lead: timedelta = timede
 # compare the resulting columns against the cutoffs outside.
 
 
-def evaluated(rules: list[RuleDef], ctx: Context, *columns, where=()) -> object:
-    """Subquery with ``ap<i>`` (rule i applies, 0/1) and ``a<i>`` (its anchor) for each rule, plus columns."""
+def evaluated(rules: list[RuleDef], ctx: Context, *columns, where=(), scoped: bool = False) -> object:
+    """Subquery with ``ap<i>`` (rule i applies, 0/1) and ``a<i>`` (its anchor) for each rule, plus columns.
+    ``scoped``: ``where`` keeps only owned, unmerged customers of the rules' one pool (see ``applies_expr``)."""
     cols = [C.id, C.extension_days, C.protected_until, C.won_at, *columns]
     for i, rule in enumerate(rules):
-        cols += [flag(applies_expr(rule, ctx)).label(f"ap{i}"), anchor_expr(rule).label(f"a{i}")]
+        cols += [
+            flag(applies_expr(rule, ctx, scoped=scoped)).label(f"ap{i}"),
+            anchor_expr(rule).label(f"a{i}"),
+        ]
     return select(*cols).where(*where).offset(0).subquery("evaluated")
 
 
@@ -298,7 +322,7 @@ def due_on(
 
 def anchor_le(rule: RuleDef, bound: datetime) -> ColumnElement:
     """A cheap, index-friendly necessary condition for ``anchor_expr(rule) <= bound`` on the raw columns
-    (``later(a, b) <= X`` ⟺ ``a <= X and (b is null or b <= X)``), used to skip most rows before the full
+    (``latest(a, b) <= X`` ⟺ ``a <= X and (b is null or b <= X)``), used to skip most rows before the full
     expressions are evaluated."""
     x = _dt(bound)
     base = or_(C.claimed_at <= x, and_(C.claimed_at.is_(None), C.created_at <= x))
@@ -331,6 +355,8 @@ def prefilter(rules: list[RuleDef], ctx: Context, at: datetime, leads: list[time
 
 def flag(condition: ColumnElement) -> ColumnElement:
     """A condition as 0/1 (never NULL), usable as a column and compared in an outer query."""
+    if isinstance(condition, True_):
+        return literal(1)
     return case((condition, 1), else_=0)
 
 
@@ -371,37 +397,66 @@ def greatest(dialect: str, *exprs: ColumnElement) -> ColumnElement:
     return func.greatest(*exprs) if dialect == "postgresql" else func.max(*exprs)
 
 
-def _ceil(expr: ColumnElement, dialect: str) -> ColumnElement:
-    if dialect == "postgresql":
-        return func.ceil(expr)
-    whole = cast(expr, Integer)
-    return whole + case((expr > whole, 1), else_=0)
+def _search(value: ColumnElement, cutoffs: list, lo: int, hi: int) -> ColumnElement:
+    """The first ``k`` in ``[lo, hi)`` with ``value <= cutoffs[k]`` (``NOT_DUE`` if none), as a balanced tree
+    of comparisons: ~log2(9) comparisons per row instead of a chain of up to 9. ``cutoffs`` ascend."""
+    if lo == hi:
+        return literal(lo if lo < len(cutoffs) else NOT_DUE)
+    mid = (lo + hi) // 2
+    return case(
+        (value <= _dt(cutoffs[mid]), _search(value, cutoffs, lo, mid)),
+        else_=_search(value, cutoffs, mid + 1, hi),
+    )
 
 
-def bucket_on(ev, i: int, rule: RuleDef, ctx: Context, bounds: list[datetime], dialect: str) -> ColumnElement:
+def bucket_on(
+    ev, i: int, rule: RuleDef, ctx: Context, bounds: list[datetime], dialect: str, *, protection: bool = True
+) -> ColumnElement:
     """Index of the first boundary by which rule ``i`` is due (``NOT_DUE`` if none): due ≤ bounds[k].
 
-    ``bounds`` are [now, end of today, end of tomorrow, …]. Calendar rules compute the day directly from the
-    due instant (one expression); working-day rules compare against each boundary's cutoff.
+    ``bounds`` are [now, end of today, end of tomorrow, …]. "due ≤ bounds[k]" is ``anchor <= cutoff(bounds[k])``
+    exactly as in ``due_expr`` (calendar and working days alike), so the cutoffs are computed here in Python
+    and each row only does a few timestamp comparisons (no date arithmetic in SQL): this expression runs
+    for every owned customer of the pool (1,000,000 in bench/sweep.py). ``protection=False`` leaves out the
+    protection (``first_bucket`` applies it once for all rules).
     """
     anchor = ev.c[f"a{i}"]
-    due_now = anchor <= cutoff_expr(rule, ctx, bounds[0], ext_col=ev.c.extension_days)
-    if rule.working:
-        later_days = [
-            (anchor <= cutoff_expr(rule, ctx, b, ext_col=ev.c.extension_days), k)
-            for k, b in enumerate(bounds)
-            if k
-        ]
-        rule_bucket = case((due_now, 0), *later_days, else_=NOT_DUE)
+    trees = {
+        ext: _search(
+            anchor, [ctx.cutoff(b, rule.length + ext * DAY, rule.working) for b in bounds], 0, len(bounds)
+        )
+        for ext in ctx.ext_values
+    }
+    if list(trees) == [0]:
+        rule_bucket = case((ev.c.extension_days == 0, trees[0]), else_=NOT_DUE)
     else:
-        day_start = bounds[1] - DAY  # start of today (local)
-        due = epoch(anchor, dialect) + (rule.length.total_seconds() + ev.c.extension_days * 86400.0)
-        day = _ceil((due - day_start.timestamp()) / 86400.0, dialect)
-        rule_bucket = case((due_now, 0), (due <= bounds[-1].timestamp(), day), else_=NOT_DUE)
-    if rule.exclude_protected:
-        free = case(*[(unprotected_expr(ctx, b, ev.c), k) for k, b in enumerate(bounds)], else_=NOT_DUE)
-        rule_bucket = greatest(dialect, rule_bucket, free)
+        rule_bucket = case(trees, value=ev.c.extension_days, else_=NOT_DUE)
+    if rule.exclude_protected and protection:
+        rule_bucket = greatest(dialect, rule_bucket, protection_bucket(ev, ctx, bounds))
     return case((ev.c[f"ap{i}"] == 1, rule_bucket), else_=NOT_DUE)
+
+
+def first_bucket(
+    ev, rules: list[RuleDef], ctx: Context, bounds: list[datetime], dialect: str
+) -> ColumnElement:
+    """The customer's earliest bucket over ``rules``: ``min_i max(bucket_i, protection)`` computed as
+    ``max(min_i bucket_i, protection)`` over the rules that honour protection (max distributes over min), so
+    the protection expression is evaluated once per row whatever the number of rules."""
+    guarded = [
+        bucket_on(ev, i, r, ctx, bounds, dialect, protection=False)
+        for i, r in enumerate(rules)
+        if r.exclude_protected
+    ]
+    free = [bucket_on(ev, i, r, ctx, bounds, dialect) for i, r in enumerate(rules) if not r.exclude_protected]
+    if guarded:
+        free.append(greatest(dialect, least(dialect, *guarded), protection_bucket(ev, ctx, bounds)))
+    return least(dialect, *free)
+
+
+def protection_bucket(ev, ctx: Context, bounds: list[datetime]) -> ColumnElement:
+    """First boundary at which the customer is no longer protected (0 for the many never protected)."""
+    free = case(*[(unprotected_expr(ctx, b, ev.c), k) for k, b in enumerate(bounds)], else_=NOT_DUE)
+    return case((and_(ev.c.protected_until.is_(None), ev.c.won_at.is_(None)), 0), else_=free)
 
 
 # ---------------------------------------------------------------- loading rules
@@ -681,56 +736,73 @@ def preview(
         return Preview(now, bounds, owned, 0, 0, empty_days, [])
     warn_leads = [r.warn_days * DAY if r.warn_days else None for r in rules]
 
-    def per_rule_query(*extra):
-        ev = evaluated(rules, ctx, *extra, where=where)
+    def per_rule_query(*extra, combined: bool = False):
+        ev = evaluated(rules, ctx, *extra, where=where, scoped=True)
+        # In the warning window now and not due now: due_on(now, lead) and not due_on(now), with the shared
+        # conditions (applies, unprotected now) evaluated once.
         warn_terms = [
-            and_(due_on(ev, i, r, ctx, now, lead), not_(due_on(ev, i, r, ctx, now)))
+            and_(
+                ev.c[f"ap{i}"] == 1,
+                ev.c[f"a{i}"] <= cutoff_expr(r, ctx, now, lead, ext_col=ev.c.extension_days),
+                ev.c[f"a{i}"] > cutoff_expr(r, ctx, now, ext_col=ev.c.extension_days),
+                *([unprotected_expr(ctx, now, ev.c)] if r.exclude_protected else []),
+            )
             for i, (r, lead) in enumerate(zip(rules, warn_leads, strict=True))
             if lead is not None
         ]
         return (
             select(
                 *[ev.c[col.name] for col in extra],
-                *[bucket_on(ev, i, r, ctx, bounds, dialect).label(f"b{i}") for i, r in enumerate(rules)],
+                *(
+                    [first_bucket(ev, rules, ctx, bounds, dialect).label("first")]
+                    if combined
+                    else [
+                        bucket_on(ev, i, r, ctx, bounds, dialect).label(f"b{i}") for i, r in enumerate(rules)
+                    ]
+                ),
                 (flag(or_(*warn_terms)) if warn_terms else literal(0)).label("warn"),
             )
             .offset(0)
             .subquery("per_rule")
         )
 
-    # One pass for the counts, carrying as few columns as possible: conditional sums, no sort, no grouping.
-    counted = per_rule_query()
-    first = least(dialect, *[counted.c[f"b{i}"] for i in range(len(rules))])
-    totals = session.execute(
-        select(
-            # Warned now: in a warning window and not recycled right away (the sweep recycles first).
-            func.count(),
-            func.coalesce(func.sum(case((and_(counted.c.warn == 1, first != 0), 1), else_=0)), 0),
-            *[func.coalesce(func.sum(case((first == k, 1), else_=0)), 0) for k in range(len(bounds))],
-        )  # fmt: skip
-    ).one()
-    owned, warned, counts = int(totals[0]), int(totals[1]), [int(n) for n in totals[2:]]
-    # A sample from the earliest non-empty buckets; each scan stops as soon as it has enough rows.
+    # One pass for the counts: each customer's first bucket and warning flag computed once (an inner query),
+    # then grouped — a handful of groups, no per-bucket conditional sums re-evaluating the minimum.
+    keyed = per_rule_query(combined=True)
+    owned, warned, counts = 0, 0, [0] * len(bounds)
+    for bucket, warn, n in session.execute(
+        select(keyed.c.first, keyed.c.warn, func.count()).group_by(keyed.c.first, keyed.c.warn)
+    ):
+        owned += n
+        if bucket < len(bounds):
+            counts[bucket] += n
+        # Warned now: in a warning window and not recycled right away (the sweep recycles first).
+        if warn == 1 and bucket != 0:
+            warned += n
+    # A sample from the earliest non-empty buckets, in one query (never a scan per bucket): when the earliest
+    # bucket alone fills the sample, an unordered scan that stops after ``sample_size`` rows; otherwise the
+    # buckets up to the one that fills it, ordered (a top-N sort).
     sampled = per_rule_query(C.id, C.name, C.owner_id)
     buckets = [sampled.c[f"b{i}"] for i in range(len(rules))]
     first = least(dialect, *buckets)
     rule_of = case(*[(b == first, i) for i, b in enumerate(buckets)], else_=null())
     sample_rows: list = []
-    for k, n in enumerate(counts):
-        if len(sample_rows) >= sample_size:
-            break
-        if n:
-            sample_rows += session.execute(
-                select(
-                    sampled.c.id,
-                    sampled.c.name,
-                    sampled.c.owner_id,
-                    first.label("bucket"),
-                    rule_of.label("pos"),
-                )
-                .where(first == k)
-                .limit(sample_size - len(sample_rows))
-            ).all()
+    nonempty = [k for k, n in enumerate(counts) if n]
+    if nonempty and sample_size > 0:
+        last, running = nonempty[-1], 0
+        for k in nonempty:
+            running += counts[k]
+            if running >= sample_size:
+                last = k
+                break
+        query = select(
+            sampled.c.id, sampled.c.name, sampled.c.owner_id, first.label("bucket"), rule_of.label("pos")
+        )
+        if last == nonempty[0]:
+            query = query.where(first == last)
+        else:
+            query = query.where(first <= last).order_by(first, sampled.c.id)
+        sample_rows = list(session.execute(query.limit(sample_size)).all())
     owners = _user_names(session, {r.owner_id for r in sample_rows})
     sample = []
     for row in sample_rows:

@@ -371,7 +371,13 @@ def _recycle(
         .execution_options(synchronize_session=False)
     )
     result.customer_ids = list(session.scalars(select(DUE.c.customer_id).order_by(DUE.c.customer_id)))
-    signals.ownership_changed.send("recycle", session=session, customer_ids=result.customer_ids, now=now)
+    signals.ownership_changed.send(
+        "recycle",
+        session=session,
+        customer_ids=result.customer_ids,
+        now=now,
+        id_query=select(DUE.c.customer_id),
+    )
 
 
 def insert_select(session: Session, table, conflict: list[str], columns: list[str], query) -> int:

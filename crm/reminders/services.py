@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import and_, exists, or_, update
+from sqlalchemy import Select, and_, exists, or_, update
 from sqlalchemy.orm import Session
 
 from crm import clock, signals
@@ -285,7 +285,7 @@ def complete(session: Session, user: User, reminder: Reminder, now: datetime) ->
 # ---------------------------------------------------------------- stale reminders
 
 
-def cancel_stale(session: Session, now: datetime, customer_ids: list[int] | None = None) -> int:
+def cancel_stale(session: Session, now: datetime, customer_ids: list[int] | Select | None = None) -> int:
     """Cancel open reminders of a holding that ended: the customer is unowned now, or its current
     holding began after the reminder was made (released, recycled, transferred, reclaimed), or a
     高意向未推进 reminder whose customer moved stage or cooled down since. One UPDATE."""
@@ -311,7 +311,9 @@ def cancel_stale(session: Session, now: datetime, customer_ids: list[int] | None
         .values(status=ReminderStatus.CANCELLED, done_at=now)
         .execution_options(synchronize_session=False)
     )
-    if customer_ids is not None:
+    if isinstance(customer_ids, Select):  # a SELECT of ids (set-based callers: no huge IN list)
+        stmt = stmt.where(Reminder.customer_id.in_(customer_ids))
+    elif customer_ids is not None:
         if not customer_ids:
             return 0
         stmt = stmt.where(Reminder.customer_id.in_(list(customer_ids)))
@@ -319,8 +321,13 @@ def cancel_stale(session: Session, now: datetime, customer_ids: list[int] | None
 
 
 @signals.ownership_changed.connect
-def _on_ownership_changed(sender=None, *, session: Session, now: datetime, customer_ids=None, **_kw) -> None:
+def _on_ownership_changed(
+    sender=None, *, session: Session, now: datetime, customer_ids=None, id_query: Select | None = None, **_kw
+) -> None:
     """A customer left a rep: their reminders for it are stale (the generation pass catches the rest)."""
+    if id_query is not None:
+        cancel_stale(session, now, id_query)
+        return
     ids = customer_ids if customer_ids is not None else getattr(sender, "customer_ids", None)
     if ids is None and isinstance(sender, list | tuple | set):
         ids = list(sender)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 97f0c6fe0ccf
+Revision ID: 3649bd166149
 Revises: 
-Create Date: 2026-11-23 19:21:31.933712
+Create Date: 2026-11-23 19:21:39.714944
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '97f0c6fe0ccf'
+revision = '3649bd166149'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -303,7 +303,6 @@ def upgrade():
     sa.Column('merged_into_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
-    sa.ForeignKeyConstraint(['last_owner_id'], ['users.id'], name=op.f('fk_customers_last_owner_id_users')),
     sa.ForeignKeyConstraint(['merged_into_id'], ['customers.id'], name=op.f('fk_customers_merged_into_id_customers')),
     sa.ForeignKeyConstraint(['owner_id'], ['users.id'], name=op.f('fk_customers_owner_id_users')),
     sa.ForeignKeyConstraint(['pool_id'], ['pools.id'], name=op.f('fk_customers_pool_id_pools')),
@@ -610,13 +609,7 @@ def upgrade():
     sa.Column('holding_no', sa.Integer(), nullable=True),
     sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
-    sa.ForeignKeyConstraint(['actor_id'], ['users.id'], name=op.f('fk_pool_events_actor_id_users')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_pool_events_customer_id_customers')),
-    sa.ForeignKeyConstraint(['from_user_id'], ['users.id'], name=op.f('fk_pool_events_from_user_id_users')),
-    sa.ForeignKeyConstraint(['pool_id'], ['pools.id'], name=op.f('fk_pool_events_pool_id_pools')),
-    sa.ForeignKeyConstraint(['rule_id'], ['recycle_rules.id'], name=op.f('fk_pool_events_rule_id_recycle_rules')),
-    sa.ForeignKeyConstraint(['to_pool_id'], ['pools.id'], name=op.f('fk_pool_events_to_pool_id_pools')),
-    sa.ForeignKeyConstraint(['to_user_id'], ['users.id'], name=op.f('fk_pool_events_to_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pool_events')),
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_pool_events_dedupe_key'))
     )
