@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,9 +24,8 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Integer, String, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
-from crm.intake import normalize
+from crm.intake import grams, normalize
 from crm.models import DuplicateConflict
-from crm.models.intake import NameGramStat
 
 POSTING_CAP = 400  # newest customers read per crowded gram (names made only of very common grams)
 COUNTED_CAP = 2000  # grams up to this common are counted by the database; beyond, too common to tell
@@ -152,42 +150,10 @@ def similarity(a: str, b: str) -> float:
     return round(score, 1)
 
 
-_GRAM_COUNTS = text("SELECT gram, n FROM name_gram_stats WHERE gram IN :grams").bindparams(
-    bindparam("grams", expanding=True, type_=String)
-)
 _NEWEST_POSTINGS = text(
     "SELECT ng.gram, ng.customer_id, c.name_key FROM name_grams ng JOIN customers c ON c.id = ng.customer_id "
     "WHERE ng.gram = :gram AND c.merged_into_id IS NULL ORDER BY ng.customer_id DESC LIMIT :cap"
 )
-_FREQ: dict[str, dict[str, tuple[float, int]]] = {}
-FREQ_SECONDS = 600
-
-
-def _gram_frequencies(session: Session, grams: list[str]) -> dict[str, int]:
-    """How common each gram is. Counts are only an ordering hint (which grams to read first; every
-    posting read is bounded anyway), so they are kept in memory for ``FREQ_SECONDS`` per database."""
-    cache = _FREQ.setdefault(str(session.get_bind().url), {})
-    if len(cache) > 200_000:
-        cache.clear()
-    now = time.monotonic()
-    out: dict[str, int] = {}
-    missing = []
-    for gram in grams:
-        hit = cache.get(gram)
-        if hit is not None and now - hit[0] < FREQ_SECONDS:
-            out[gram] = hit[1]
-        else:
-            missing.append(gram)
-    for chunk in _chunks(missing):
-        found = dict(
-            session.execute(
-                select(NameGramStat.gram, NameGramStat.n).where(NameGramStat.gram.in_(chunk))
-            ).all()
-        )
-        for gram in chunk:
-            out[gram] = found.get(gram, 0)
-            cache[gram] = (now, out[gram])
-    return out
 
 
 def _prefix_size(n_grams: int) -> int:
@@ -247,7 +213,7 @@ def fuzzy_matches(
     customers of each of them instead.
     """
     grams_of = [normalize.name_grams(k) if len(k) >= 2 else [] for k in name_keys]
-    freq = _gram_frequencies(session, sorted({g for gs in grams_of for g in gs}))
+    freq = grams.gram_counts(session, sorted({g for gs in grams_of for g in gs}))
     shared: list[Counter] = [Counter() for _ in name_keys]
     pairs: list[tuple[int, str, int]] = []
     crowded: list[int] = []  # names whose chosen grams are too common for the counted path

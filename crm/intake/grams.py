@@ -10,6 +10,8 @@ calling intake. Set-based writers (the bench loader, merge) call ``write_grams``
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 
@@ -46,10 +48,69 @@ _PG_STATS = text(
 )
 
 
+# ---------------------------------------------------------------- gram counts, cached per process
+
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine → gram → (read at, customers)
+COUNTS_SECONDS = 60
+_COUNTS_SQL = text("SELECT gram, n FROM name_gram_stats WHERE gram IN :grams").bindparams(
+    bindparam("grams", expanding=True)
+)
+
+
+def _engine(session_or_conn):
+    """The engine of a Connection (flush hooks) or a session: counts are kept per engine."""
+    if hasattr(session_or_conn, "dialect") and hasattr(session_or_conn, "engine"):
+        return session_or_conn.engine
+    return session_or_conn.get_bind()
+
+
+def gram_counts(session, grams: list[str]) -> dict[str, int]:
+    """How many customers carry each gram. The fuzzy check only orders grams by it (rarest first, and
+    leaves the crowded ones out), so counts are kept in memory: this process's own writes adjust them at
+    once (``_adjust``), other processes' writes are seen after ``COUNTS_SECONDS``."""
+    cache = _COUNTS.setdefault(_engine(session), {})
+    if len(cache) > 200_000:
+        cache.clear()
+    now = time.monotonic()
+    out: dict[str, int] = {}
+    missing = []
+    for gram in grams:
+        hit = cache.get(gram)
+        if hit is not None and now - hit[0] < COUNTS_SECONDS:
+            out[gram] = hit[1]
+        else:
+            missing.append(gram)
+    for i in range(0, len(missing), 500):
+        chunk = missing[i : i + 500]
+        found = dict(session.execute(_COUNTS_SQL, {"grams": chunk}).all())
+        for gram in chunk:
+            out[gram] = found.get(gram, 0)
+            cache[gram] = (now, out[gram])
+    return out
+
+
+def _adjust(session_or_conn, counts: Counter, sign: int) -> None:
+    """Apply this process's own gram writes to the cached counts (a lead's grams must not look rare to
+    the next lead just because the cache was read before it was written)."""
+    cache = _COUNTS.get(_engine(session_or_conn))
+    if not cache:
+        return
+    for gram, n in counts.items():
+        hit = cache.get(gram)
+        if hit is not None:
+            cache[gram] = (hit[0], max(0, hit[1] + sign * n))
+
+
+def forget_counts() -> None:
+    """Drop every cached count (after a set-based rewrite of the statistics)."""
+    _COUNTS.clear()
+
+
 def _bump_stats(session_or_conn, counts: Counter) -> None:
     """Add ``counts`` to the gram statistics (sorted, so concurrent writers lock rows in one order)."""
     if not counts:
         return
+    _adjust(session_or_conn, counts, 1)
     ordered = sorted(counts.items())
     if _dialect(session_or_conn) == "postgresql":
         session_or_conn.execute(
@@ -101,6 +162,7 @@ def drop_grams(session, customer_ids: Iterable[int]) -> None:
     )
     session.execute(delete(table).where(table.c.customer_id.in_(ids)))
     if old:
+        _adjust(session, old, -1)
         session.execute(
             update(stats).where(stats.c.gram == bindparam("b_gram")).values(n=stats.c.n - bindparam("b_n")),
             [{"b_gram": g, "b_n": n} for g, n in sorted(old.items())],
@@ -112,6 +174,7 @@ def refresh_stats(session: Session) -> int:
     stats = NameGramStat.__table__
     grams = NameGram.__table__
     session.execute(delete(stats))
+    forget_counts()
     session.execute(
         insert(stats).from_select(["gram", "n"], select(grams.c.gram, func.count()).group_by(grams.c.gram))
     )

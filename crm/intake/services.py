@@ -227,7 +227,28 @@ def prepare(data: LeadData) -> Prepared:
 
 def lead_pool(session: Session, now: datetime) -> Pool:
     """The pool leads go to when none is named: the one in settings, else the first enabled pool of kind
-    "lead"; a database without one gets a 新线索池 (so the API works on a fresh install)."""
+    "lead"; a database without one gets a 新线索池 (so the API works on a fresh install).
+
+    The choice is remembered per process (``process_memo``: dropped when this process writes a pool or
+    a setting); the pool row itself is read each time, so a pool disabled or deleted since is never used."""
+    cached = process_memo(session, "lead_pool_id", lambda: _usable(_choose_lead_pool(session)))
+    pool = session.get(Pool, cached) if cached else None
+    if pool is not None and _usable(pool):
+        return pool
+    pool = _choose_lead_pool(session)
+    if pool is None:
+        pool = Pool(name="新线索池", description=_("新进线索,等待分配或领取"), kind="lead", created_at=now,
+                    release_times=[])  # fmt: skip
+        session.add(pool)
+        session.flush()
+    return pool
+
+
+def _usable(pool: Pool | None) -> int | None:
+    return pool.id if pool is not None and pool.deleted_at is None and pool.enabled else None
+
+
+def _choose_lead_pool(session: Session) -> Pool | None:
     pool_id = config.get(session)["lead_pool_id"]
     pool = session.get(Pool, pool_id) if pool_id else None
     if pool is not None and pool.deleted_at is None and pool.enabled:
@@ -240,11 +261,6 @@ def lead_pool(session: Session, now: datetime) -> Pool:
     )
     if pool is None:
         pool = session.scalar(select(Pool).where(Pool.name == "新线索池"))
-    if pool is None:
-        pool = Pool(name="新线索池", description=_("新进线索,等待分配或领取"), kind="lead", created_at=now,
-                    release_times=[])  # fmt: skip
-        session.add(pool)
-        session.flush()
     return pool
 
 
@@ -274,7 +290,6 @@ def _first_stage_id(session: Session) -> int | None:
             .order_by(Stage.position)
             .limit(1)
         ),
-        60,
     )
 
 
