@@ -42,6 +42,12 @@ def _dialect(session_or_conn) -> str:
 _PG_GRAMS = text(
     "INSERT INTO name_grams (gram, customer_id) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ids AS integer[]))"
 )
+_PG_GRAMS_AND_STATS = text(
+    "WITH g AS (INSERT INTO name_grams (gram, customer_id) "
+    "SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ids AS integer[]))) "
+    "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:sgrams AS varchar[]), CAST(:ns AS integer[])) "
+    "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
+)
 _PG_STATS = text(
     "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ns AS integer[])) "
     "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
@@ -138,6 +144,20 @@ def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
             ids.append(customer_id)
             counts[gram] += 1
     if grams:
+        if _dialect(session) == "postgresql" and len(grams) <= 50_000:
+            # Grams and their counts in one statement (one round trip per lead on the API path).
+            ordered = sorted(counts.items())
+            session.execute(
+                _PG_GRAMS_AND_STATS,
+                {
+                    "grams": grams,
+                    "ids": ids,
+                    "sgrams": [g for g, _n in ordered],
+                    "ns": [n for _g, n in ordered],
+                },
+            )
+            _adjust(session, counts, 1)
+            return len(grams)
         if _dialect(session) == "postgresql":
             for i in range(0, len(grams), 50_000):
                 session.execute(_PG_GRAMS, {"grams": grams[i : i + 50_000], "ids": ids[i : i + 50_000]})

@@ -55,7 +55,7 @@ from crm.models import (
 )
 from crm.notify import notify
 from crm.pool.autoassign import auto_assign
-from crm.pool.services import record_event
+from crm.pool.services import record_event, record_events
 from crm.scoring import config as scoring_config
 from crm.scoring import services as scoring
 
@@ -378,14 +378,19 @@ def intake(
             if source == "form":
                 asked_again.append(lead.id)
         _bump(session, sorted(set(bumped)), now)
+        # The "created" ledger rows in one INSERT (no ORM unit of work for rows nobody reads back here).
+        record_events(
+            session,
+            [
+                {"customer_id": customer.id, "kind": EventKind.CREATED, "at": now,
+                 "actor_id": actor.id if actor else None, "actor_system": None if actor else f"intake:{source}",
+                 "pool_id": pool.id, "result": customer.channel or texts.source,
+                 "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
+                          "batch_id": batch.id if batch else None}}
+                for _i, customer in created
+            ],
+        )  # fmt: skip
         for index, customer in created:
-            record_event(
-                session, customer, EventKind.CREATED, now, actor=actor,
-                actor_system=None if actor else f"intake:{source}", pool_id=pool.id,
-                result=customer.channel or texts.source,
-                data={"source": source, "channel": customer.channel, "campaign": customer.campaign,
-                      "batch_id": batch.id if batch else None},
-            )  # fmt: skip
             if source == "form":
                 session.add(BehaviorEvent(customer_id=customer.id, type="form_submit", at=now, data={}))
             outcomes[index] = Outcome(status="created", customer_id=customer.id, pool_id=pool.id,
