@@ -165,8 +165,9 @@ def _prefix_size(n_grams: int) -> int:
 
 
 # Candidates of each name in one statement: the grams shared with each customer are counted by the database
-# (the postings never travel to Python), the best ``:cap`` per name kept (ties: newest first), and their
-# name keys read — merged customers and ``:ex`` (the leads of this very call) left out.
+# (the postings never travel to Python) and the best ``:cap`` per name kept (ties: newest first), leaving
+# out ``:ex`` (the leads of this very call). Their name keys are read afterwards, once per customer (an
+# import's names share many candidates), which also drops merged customers.
 _RANKED_SQLITE = text(
     "WITH q AS (SELECT CAST(json_extract(value, '$[0]') AS INTEGER) AS i, json_extract(value, '$[1]') AS gram, "
     "CAST(json_extract(value, '$[2]') AS INTEGER) AS need FROM json_each(:pairs)), "
@@ -175,17 +176,15 @@ _RANKED_SQLITE = text(
     "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)), "
     "ranked AS (SELECT i, cid, n, row_number() OVER (PARTITION BY i ORDER BY n DESC, cid DESC) AS rk "
     "FROM counted WHERE cid < :below AND cid NOT IN (SELECT value FROM json_each(:ex))) "
-    "SELECT r.i, r.cid, r.n, c.name_key FROM ranked AS r JOIN customers AS c ON c.id = r.cid "
-    "WHERE r.rk <= :cap AND c.merged_into_id IS NULL ORDER BY r.i, r.rk"
+    "SELECT i, cid, n FROM ranked WHERE rk <= :cap ORDER BY i, rk"
 )
 _RANKED_PG = text(
     "WITH counted AS (SELECT q.i, ng.customer_id AS cid, count(*) AS n FROM unnest(CAST(:idx AS integer[]), "
     "CAST(:grams AS text[]), CAST(:needs AS integer[])) AS q(i, gram, need) "
     "JOIN name_grams ng ON ng.gram = q.gram GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)), "
     "ranked AS (SELECT i, cid, n, row_number() OVER (PARTITION BY i ORDER BY n DESC, cid DESC) AS rk "
-    "FROM counted WHERE cid < :below AND cid <> ALL(CAST(:ex AS integer[]))) "
-    "SELECT r.i, r.cid, r.n, c.name_key FROM ranked r JOIN customers c ON c.id = r.cid "
-    "WHERE r.rk <= :cap AND c.merged_into_id IS NULL ORDER BY r.i, r.rk"
+    "FROM counted WHERE cid < :below AND cid NOT IN (SELECT unnest(CAST(:ex AS integer[])))) "  # hashed
+    "SELECT i, cid, n FROM ranked WHERE rk <= :cap ORDER BY i, rk"
 )
 _NAME_KEYS = text(
     "SELECT id, name_key FROM customers WHERE id IN :ids AND merged_into_id IS NULL"
@@ -194,8 +193,8 @@ _NAME_KEYS = text(
 
 def _ranked(
     session: Session, pairs: list[tuple[int, str, int]], cap: int, exclude: set[int], below: int
-) -> list[tuple[int, int, int, str]]:
-    """(name index, customer id, shared grams, name key) of the best ``cap`` candidates of each name that
+) -> list[tuple[int, int, int]]:
+    """(name index, customer id, shared grams) of the best ``cap`` candidates of each name that
     share at least ``need`` of its chosen grams, best first. Chunked by name (never splitting one name's
     grams), about 3,000 grams a statement."""
     by_name: dict[int, list[tuple[int, str, int]]] = {}
@@ -275,9 +274,8 @@ def fuzzy_matches(
     extra = 0 if not exclude or common else max(len(e) for e in exclude)
     names: dict[int, str] = {}
     ranked: list[list[int]] = [[] for _ in name_keys]
-    for index, cid, _n, key in _ranked(session, pairs, CANDIDATE_CAP + extra, common, below):
+    for index, cid, _n in _ranked(session, pairs, CANDIDATE_CAP + extra, common, below):
         ranked[index].append(cid)
-        names[cid] = key
     if crowded:
         postings: dict[str, list[tuple[int, str]]] = {}
         for gram in sorted({g for i in crowded for g in chosen_of[i]}):
