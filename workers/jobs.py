@@ -158,3 +158,16 @@ def weekly_digest() -> int:
     made = send_weekly_digest(db.session, clock.now())
     db.session.commit()
     return made
+
+
+@app_job
+def check_possible_duplicates(customer_ids: list[int]) -> int:
+    """The deferred similar-company check of leads taken in by the API (``intake(defer_fuzzy=True)``):
+    opens their conflicts; idempotent (pairs already in the queue are skipped). Returns conflicts opened."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.intake.services import check_possible_duplicates as check
+
+    found = check(db.session, customer_ids, clock.now())
+    db.session.commit()
+    return sum(len(pairs) for pairs in found.values())

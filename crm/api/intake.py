@@ -38,7 +38,9 @@ def _fields(errors) -> dict[str, list[str]]:
     body=ApiLeadForm,
     scope="leads",
     responses={
-        201: "新建线索: {id, status: created, score, grade, pool_id, owner_id, possible_duplicates}",
+        201: "新建线索: {id, status: created, score, grade, pool_id, owner_id, possible_duplicates, "
+        "duplicate_check}; 不会自动分配的线索在后台查相似公司 (duplicate_check: queued, possible_duplicates: null, "
+        "结果进入冲突队列)",
         200: "重复线索,已归入现有客户: {id, status: duplicate, matched_on}",
     },  # fmt: skip
 )
@@ -60,8 +62,9 @@ def post_lead():
         raise ApiError(422, "invalid", str(p.errors[0].message), fields=_fields(p.errors))
     try:
         (outcome,) = intake(
-            db.session, [data], source="api", now=now, pool=pool, actor=current_user, prepared=[p]
-        )
+            db.session, [data], source="api", now=now, pool=pool, actor=current_user, prepared=[p],
+            defer_fuzzy=True,
+        )  # fmt: skip
     except IntakeError as exc:
         raise ApiError(422, exc.code, exc.message) from exc
     body = _outcome_json(outcome)
@@ -107,8 +110,13 @@ def _outcome_json(outcome) -> dict:
     }
     if outcome.status == "duplicate":
         body["matched_on"] = outcome.matched_on
+    elif outcome.duplicate_check == "queued":
+        # Not routable anyway, so the similar-name check runs in the background (the conflict queue).
+        body["possible_duplicates"] = None
+        body["duplicate_check"] = "queued"
     else:
         body["possible_duplicates"] = [{"id": cid, "similarity": score} for cid, score in outcome.conflicts]
+        body["duplicate_check"] = "done"
     return body
 
 
@@ -145,7 +153,7 @@ def _post_leads(items: list):
     for key, group in groups.items():
         try:
             outcomes = intake(db.session, [d for _i, d, _p in group], source="api", now=now, pool=pools[key],
-                              actor=current_user, prepared=[p for _i, _d, p in group])  # fmt: skip
+                              actor=current_user, prepared=[p for _i, _d, p in group], defer_fuzzy=True)  # fmt: skip
         except IntakeError as exc:
             raise ApiError(422, exc.code, exc.message) from exc
         for (index, _d, _p), outcome in zip(group, outcomes, strict=True):

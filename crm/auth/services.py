@@ -11,7 +11,7 @@ from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from crm.models import ApiToken, Level, LoginAttempt, Role, Team, User
@@ -180,7 +180,10 @@ def create_token(session: Session, user: User, name: str, now: datetime, scopes:
 
 def token_user(session: Session, plain: str, now: datetime) -> tuple[User, ApiToken] | None:
     """The active user behind a bearer token, or None for unknown, revoked or deactivated."""
-    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == sha256(plain)))
+    # The user in the same statement (every API request asks for both).
+    token = session.scalar(
+        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == sha256(plain))
+    )
     if token is None or token.revoked_at is not None or not token.user.active:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):

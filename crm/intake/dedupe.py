@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -25,14 +24,14 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Integer, String, bindparam, or_, select, text
 from sqlalchemy.orm import Session
 
-from crm.intake import normalize
+from crm.intake import grams, normalize
 from crm.models import DuplicateConflict
-from crm.models.intake import NameGramStat
 
 POSTING_CAP = 400  # newest customers read per crowded gram (names made only of very common grams)
 COUNTED_CAP = 2000  # grams up to this common are counted by the database; beyond, too common to tell
 CANDIDATE_CAP = 300  # candidates scored per name
 IN_CHUNK = 500
+MAX_ID = 2**31 - 1  # customers.id is a 32-bit integer
 
 
 @dataclass(frozen=True)
@@ -152,42 +151,10 @@ def similarity(a: str, b: str) -> float:
     return round(score, 1)
 
 
-_GRAM_COUNTS = text("SELECT gram, n FROM name_gram_stats WHERE gram IN :grams").bindparams(
-    bindparam("grams", expanding=True, type_=String)
-)
 _NEWEST_POSTINGS = text(
     "SELECT ng.gram, ng.customer_id, c.name_key FROM name_grams ng JOIN customers c ON c.id = ng.customer_id "
     "WHERE ng.gram = :gram AND c.merged_into_id IS NULL ORDER BY ng.customer_id DESC LIMIT :cap"
 )
-_FREQ: dict[str, dict[str, tuple[float, int]]] = {}
-FREQ_SECONDS = 600
-
-
-def _gram_frequencies(session: Session, grams: list[str]) -> dict[str, int]:
-    """How common each gram is. Counts are only an ordering hint (which grams to read first; every
-    posting read is bounded anyway), so they are kept in memory for ``FREQ_SECONDS`` per database."""
-    cache = _FREQ.setdefault(str(session.get_bind().url), {})
-    if len(cache) > 200_000:
-        cache.clear()
-    now = time.monotonic()
-    out: dict[str, int] = {}
-    missing = []
-    for gram in grams:
-        hit = cache.get(gram)
-        if hit is not None and now - hit[0] < FREQ_SECONDS:
-            out[gram] = hit[1]
-        else:
-            missing.append(gram)
-    for chunk in _chunks(missing):
-        found = dict(
-            session.execute(
-                select(NameGramStat.gram, NameGramStat.n).where(NameGramStat.gram.in_(chunk))
-            ).all()
-        )
-        for gram in chunk:
-            out[gram] = found.get(gram, 0)
-            cache[gram] = (now, out[gram])
-    return out
 
 
 def _prefix_size(n_grams: int) -> int:
@@ -197,37 +164,71 @@ def _prefix_size(n_grams: int) -> int:
     return min(n_grams, 6, max(3, math.ceil(0.6 * n_grams)))
 
 
-_SHARED_SQLITE = text(
-    "SELECT q.i, ng.customer_id, count(*) FROM (SELECT CAST(json_extract(value, '$[0]') AS INTEGER) AS i, "
-    "json_extract(value, '$[1]') AS gram, CAST(json_extract(value, '$[2]') AS INTEGER) AS need "
-    "FROM json_each(:pairs)) AS q CROSS JOIN name_grams AS ng ON ng.gram = q.gram "  # CROSS JOIN: q drives
-    "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)"
+# Candidates of each name in one statement: the grams shared with each customer are counted by the database
+# (the postings never travel to Python) and the best ``:cap`` per name kept (ties: newest first), leaving
+# out ``:ex`` (the leads of this very call). Their name keys are read afterwards, once per customer (an
+# import's names share many candidates), which also drops merged customers.
+_RANKED_SQLITE = text(
+    "WITH q AS (SELECT CAST(json_extract(value, '$[0]') AS INTEGER) AS i, json_extract(value, '$[1]') AS gram, "
+    "CAST(json_extract(value, '$[2]') AS INTEGER) AS need FROM json_each(:pairs)), "
+    "counted AS (SELECT q.i AS i, ng.customer_id AS cid, count(*) AS n "
+    "FROM q CROSS JOIN name_grams AS ng ON ng.gram = q.gram "  # CROSS JOIN: q drives
+    "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)), "
+    "ranked AS (SELECT i, cid, n, row_number() OVER (PARTITION BY i ORDER BY n DESC, cid DESC) AS rk "
+    "FROM counted WHERE cid < :below AND cid NOT IN (SELECT value FROM json_each(:ex))) "
+    "SELECT i, cid, n FROM ranked WHERE rk <= :cap ORDER BY i, rk"
 )
-_SHARED_PG = text(
-    "SELECT q.i, ng.customer_id, count(*) FROM unnest(CAST(:idx AS integer[]), CAST(:grams AS text[]), "
-    "CAST(:needs AS integer[])) AS q(i, gram, need) JOIN name_grams ng ON ng.gram = q.gram "
-    "GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)"
+_RANKED_PG = text(
+    "WITH counted AS (SELECT q.i, ng.customer_id AS cid, count(*) AS n FROM unnest(CAST(:idx AS integer[]), "
+    "CAST(:grams AS text[]), CAST(:needs AS integer[])) AS q(i, gram, need) "
+    "JOIN name_grams ng ON ng.gram = q.gram GROUP BY q.i, ng.customer_id HAVING count(*) >= max(q.need)), "
+    "ranked AS (SELECT i, cid, n, row_number() OVER (PARTITION BY i ORDER BY n DESC, cid DESC) AS rk "
+    "FROM counted WHERE cid < :below AND cid NOT IN (SELECT unnest(CAST(:ex AS integer[])))) "  # hashed
+    "SELECT i, cid, n FROM ranked WHERE rk <= :cap ORDER BY i, rk"
 )
 _NAME_KEYS = text(
     "SELECT id, name_key FROM customers WHERE id IN :ids AND merged_into_id IS NULL"
 ).bindparams(bindparam("ids", expanding=True, type_=Integer))
 
 
-def _shared_counts(session: Session, pairs: list[tuple[int, str, int]]) -> list[tuple[int, int, int]]:
-    """(name index, customer id, shared grams) for candidates sharing at least ``need`` of the name's chosen
-    grams — counted by the database, so the postings never travel to Python."""
+def _ranked(
+    session: Session, pairs: list[tuple[int, str, int]], cap: int, exclude: set[int], below: int
+) -> list[tuple[int, int, int]]:
+    """(name index, customer id, shared grams) of the best ``cap`` candidates of each name that
+    share at least ``need`` of its chosen grams, best first. Chunked by name (never splitting one name's
+    grams), about 3,000 grams a statement."""
+    by_name: dict[int, list[tuple[int, str, int]]] = {}
+    for pair in pairs:
+        by_name.setdefault(pair[0], []).append(pair)
+    chunks: list[list[tuple[int, str, int]]] = [[]]
+    for group in by_name.values():
+        if len(chunks[-1]) + len(group) > 3000 and chunks[-1]:
+            chunks.append([])
+        chunks[-1].extend(group)
     out = []
     postgres = session.get_bind().dialect.name == "postgresql"
-    for chunk in _chunks(pairs, 3000):
+    ex = sorted(exclude)
+    for chunk in chunks:
+        if not chunk:
+            continue
         if postgres:
             params = {
                 "idx": [p[0] for p in chunk],
                 "grams": [p[1] for p in chunk],
                 "needs": [p[2] for p in chunk],
+                "ex": ex,
+                "cap": cap,
+                "below": below,
             }
-            out += session.execute(_SHARED_PG, params).all()
+            out += session.execute(_RANKED_PG, params).all()
         else:
-            out += session.execute(_SHARED_SQLITE, {"pairs": json.dumps(chunk, ensure_ascii=False)}).all()
+            params = {
+                "pairs": json.dumps(chunk, ensure_ascii=False),
+                "ex": json.dumps(ex),
+                "cap": cap,
+                "below": below,
+            }
+            out += session.execute(_RANKED_SQLITE, params).all()
     return out
 
 
@@ -238,6 +239,7 @@ def fuzzy_matches(
     *,
     exclude: list[set[int]] | None = None,
     limit: int = 3,
+    below: int | None = None,
 ) -> list[list[tuple[int, float]]]:
     """For each name key, up to ``limit`` (customer_id, similarity) at or above ``threshold``, best first.
 
@@ -245,9 +247,13 @@ def fuzzy_matches(
     grams; the database counts the shared grams (grams carried by up to ``COUNTED_CAP`` customers). A name
     whose rarest grams are nearly all more common than that is compared with the newest ``POSTING_CAP``
     customers of each of them instead.
+
+    ``below``: only customers with a smaller id (a deferred check sees what a check at intake time would
+    have seen, not the leads that came after it — they look back at this one themselves).
     """
+    below = MAX_ID if below is None else below
     grams_of = [normalize.name_grams(k) if len(k) >= 2 else [] for k in name_keys]
-    freq = _gram_frequencies(session, sorted({g for gs in grams_of for g in gs}))
+    freq = grams.gram_counts(session, sorted({g for gs in grams_of for g in gs}))
     shared: list[Counter] = [Counter() for _ in name_keys]
     pairs: list[tuple[int, str, int]] = []
     crowded: list[int] = []  # names whose chosen grams are too common for the counted path
@@ -262,9 +268,14 @@ def fuzzy_matches(
             pairs += [(index, g, need) for g in rare]
         elif chosen:
             crowded.append(index)
-    for index, cid, n in _shared_counts(session, pairs):
-        shared[index][cid] = n
+    # One exclusion set for every name (an intake call leaves out its own leads): applied by the database;
+    # different sets per name are applied here, after reading that many more candidates.
+    common = exclude[0] if exclude and all(e is exclude[0] or e == exclude[0] for e in exclude[1:]) else set()
+    extra = 0 if not exclude or common else max(len(e) for e in exclude)
     names: dict[int, str] = {}
+    ranked: list[list[int]] = [[] for _ in name_keys]
+    for index, cid, _n in _ranked(session, pairs, CANDIDATE_CAP + extra, common, below):
+        ranked[index].append(cid)
     if crowded:
         postings: dict[str, list[tuple[int, str]]] = {}
         for gram in sorted({g for i in crowded for g in chosen_of[i]}):
@@ -273,16 +284,17 @@ def fuzzy_matches(
         for index in crowded:
             for gram in chosen_of[index]:
                 for cid, key in postings[gram]:
+                    if cid >= below:
+                        continue
                     shared[index][cid] += 1
                     names[cid] = key
-    tops: list[list[int]] = []
-    for index, counts in enumerate(shared):
-        skip = exclude[index] if exclude else set()
-        tops.append(
-            [cid for cid, _n in counts.most_common(CANDIDATE_CAP + len(skip)) if cid not in skip][
-                :CANDIDATE_CAP
+            ranked[index] = [
+                cid for cid, _n in shared[index].most_common(CANDIDATE_CAP + len(common) + extra)
             ]
-        )
+    tops: list[list[int]] = []
+    for index, candidates in enumerate(ranked):
+        skip = (exclude[index] if exclude else set()) | common
+        tops.append([cid for cid in candidates if cid not in skip][:CANDIDATE_CAP])
     missing = sorted({cid for top in tops for cid in top if cid not in names})
     for chunk in _chunks(missing, 900):
         names.update(session.execute(_NAME_KEYS, {"ids": chunk}).all())

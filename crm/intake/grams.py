@@ -10,6 +10,8 @@ calling intake. Set-based writers (the bench loader, merge) call ``write_grams``
 
 from __future__ import annotations
 
+import time
+import weakref
 from collections import Counter
 from collections.abc import Iterable
 
@@ -40,16 +42,81 @@ def _dialect(session_or_conn) -> str:
 _PG_GRAMS = text(
     "INSERT INTO name_grams (gram, customer_id) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ids AS integer[]))"
 )
+_PG_GRAMS_AND_STATS = text(
+    "WITH g AS (INSERT INTO name_grams (gram, customer_id) "
+    "SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ids AS integer[]))) "
+    "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:sgrams AS varchar[]), CAST(:ns AS integer[])) "
+    "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
+)
 _PG_STATS = text(
     "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ns AS integer[])) "
     "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
 )
 
 
+# ---------------------------------------------------------------- gram counts, cached per process
+
+_COUNTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine → gram → (read at, customers)
+COUNTS_SECONDS = 60
+_COUNTS_SQL = text("SELECT gram, n FROM name_gram_stats WHERE gram IN :grams").bindparams(
+    bindparam("grams", expanding=True)
+)
+
+
+def _engine(session_or_conn):
+    """The engine of a Connection (flush hooks) or a session: counts are kept per engine."""
+    if hasattr(session_or_conn, "dialect") and hasattr(session_or_conn, "engine"):
+        return session_or_conn.engine
+    return session_or_conn.get_bind()
+
+
+def gram_counts(session, grams: list[str]) -> dict[str, int]:
+    """How many customers carry each gram. The fuzzy check only orders grams by it (rarest first, and
+    leaves the crowded ones out), so counts are kept in memory: this process's own writes adjust them at
+    once (``_adjust``), other processes' writes are seen after ``COUNTS_SECONDS``."""
+    cache = _COUNTS.setdefault(_engine(session), {})
+    if len(cache) > 200_000:
+        cache.clear()
+    now = time.monotonic()
+    out: dict[str, int] = {}
+    missing = []
+    for gram in grams:
+        hit = cache.get(gram)
+        if hit is not None and now - hit[0] < COUNTS_SECONDS:
+            out[gram] = hit[1]
+        else:
+            missing.append(gram)
+    for i in range(0, len(missing), 500):
+        chunk = missing[i : i + 500]
+        found = dict(session.execute(_COUNTS_SQL, {"grams": chunk}).all())
+        for gram in chunk:
+            out[gram] = found.get(gram, 0)
+            cache[gram] = (now, out[gram])
+    return out
+
+
+def _adjust(session_or_conn, counts: Counter, sign: int) -> None:
+    """Apply this process's own gram writes to the cached counts (a lead's grams must not look rare to
+    the next lead just because the cache was read before it was written)."""
+    cache = _COUNTS.get(_engine(session_or_conn))
+    if not cache:
+        return
+    for gram, n in counts.items():
+        hit = cache.get(gram)
+        if hit is not None:
+            cache[gram] = (hit[0], max(0, hit[1] + sign * n))
+
+
+def forget_counts() -> None:
+    """Drop every cached count (after a set-based rewrite of the statistics)."""
+    _COUNTS.clear()
+
+
 def _bump_stats(session_or_conn, counts: Counter) -> None:
     """Add ``counts`` to the gram statistics (sorted, so concurrent writers lock rows in one order)."""
     if not counts:
         return
+    _adjust(session_or_conn, counts, 1)
     ordered = sorted(counts.items())
     if _dialect(session_or_conn) == "postgresql":
         session_or_conn.execute(
@@ -77,6 +144,20 @@ def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
             ids.append(customer_id)
             counts[gram] += 1
     if grams:
+        if _dialect(session) == "postgresql" and len(grams) <= 50_000:
+            # Grams and their counts in one statement (one round trip per lead on the API path).
+            ordered = sorted(counts.items())
+            session.execute(
+                _PG_GRAMS_AND_STATS,
+                {
+                    "grams": grams,
+                    "ids": ids,
+                    "sgrams": [g for g, _n in ordered],
+                    "ns": [n for _g, n in ordered],
+                },
+            )
+            _adjust(session, counts, 1)
+            return len(grams)
         if _dialect(session) == "postgresql":
             for i in range(0, len(grams), 50_000):
                 session.execute(_PG_GRAMS, {"grams": grams[i : i + 50_000], "ids": ids[i : i + 50_000]})
@@ -101,6 +182,7 @@ def drop_grams(session, customer_ids: Iterable[int]) -> None:
     )
     session.execute(delete(table).where(table.c.customer_id.in_(ids)))
     if old:
+        _adjust(session, old, -1)
         session.execute(
             update(stats).where(stats.c.gram == bindparam("b_gram")).values(n=stats.c.n - bindparam("b_n")),
             [{"b_gram": g, "b_n": n} for g, n in sorted(old.items())],
@@ -112,6 +194,7 @@ def refresh_stats(session: Session) -> int:
     stats = NameGramStat.__table__
     grams = NameGram.__table__
     session.execute(delete(stats))
+    forget_counts()
     session.execute(
         insert(stats).from_select(["gram", "n"], select(grams.c.gram, func.count()).group_by(grams.c.gram))
     )

@@ -25,7 +25,7 @@ from datetime import datetime
 from types import SimpleNamespace
 
 from flask_babel import gettext as _
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from crm import signals
@@ -55,7 +55,7 @@ from crm.models import (
 )
 from crm.notify import notify
 from crm.pool.autoassign import auto_assign
-from crm.pool.services import record_event
+from crm.pool.services import record_event, record_events
 from crm.scoring import config as scoring_config
 from crm.scoring import services as scoring
 
@@ -173,6 +173,8 @@ class Outcome:
     assigned_to: int | None = None
     errors: list[FieldError] = field(default_factory=list)
     row: int | None = None
+    # "done": ``conflicts`` is the possible-duplicate check's answer; "queued": it runs in the background.
+    duplicate_check: str = "done"
 
 
 # ---------------------------------------------------------------- validation
@@ -227,7 +229,28 @@ def prepare(data: LeadData) -> Prepared:
 
 def lead_pool(session: Session, now: datetime) -> Pool:
     """The pool leads go to when none is named: the one in settings, else the first enabled pool of kind
-    "lead"; a database without one gets a 新线索池 (so the API works on a fresh install)."""
+    "lead"; a database without one gets a 新线索池 (so the API works on a fresh install).
+
+    The choice is remembered per process (``process_memo``: dropped when this process writes a pool or
+    a setting); the pool row itself is read each time, so a pool disabled or deleted since is never used."""
+    cached = process_memo(session, "lead_pool_id", lambda: _usable(_choose_lead_pool(session)))
+    pool = session.get(Pool, cached) if cached else None
+    if pool is not None and _usable(pool):
+        return pool
+    pool = _choose_lead_pool(session)
+    if pool is None:
+        pool = Pool(name="新线索池", description=_("新进线索,等待分配或领取"), kind="lead", created_at=now,
+                    release_times=[])  # fmt: skip
+        session.add(pool)
+        session.flush()
+    return pool
+
+
+def _usable(pool: Pool | None) -> int | None:
+    return pool.id if pool is not None and pool.deleted_at is None and pool.enabled else None
+
+
+def _choose_lead_pool(session: Session) -> Pool | None:
     pool_id = config.get(session)["lead_pool_id"]
     pool = session.get(Pool, pool_id) if pool_id else None
     if pool is not None and pool.deleted_at is None and pool.enabled:
@@ -240,11 +263,6 @@ def lead_pool(session: Session, now: datetime) -> Pool:
     )
     if pool is None:
         pool = session.scalar(select(Pool).where(Pool.name == "新线索池"))
-    if pool is None:
-        pool = Pool(name="新线索池", description=_("新进线索,等待分配或领取"), kind="lead", created_at=now,
-                    release_times=[])  # fmt: skip
-        session.add(pool)
-        session.flush()
     return pool
 
 
@@ -274,7 +292,6 @@ def _first_stage_id(session: Session) -> int | None:
             .order_by(Stage.position)
             .limit(1)
         ),
-        60,
     )
 
 
@@ -292,11 +309,18 @@ def intake(
     batch: ImportBatch | None = None,
     route: bool = True,
     prepared: list[Prepared] | None = None,
+    defer_fuzzy: bool = False,
 ) -> list[Outcome]:
     """Take ``leads`` in through one path (see the module docstring). Commits; returns one outcome each.
 
     ``prepared`` may pass the already-validated leads (the import preview did it). Invalid leads come
     back as ``invalid`` outcomes and change nothing.
+
+    ``defer_fuzzy`` (the API): the possible-duplicate check of a new lead that cannot be auto-assigned
+    anyway (its pool has no strategy, or it scores below the routing threshold) runs in an rq job after
+    the commit — the conflict queue is reviewed later, and a feed of leads should not wait on it. Leads
+    that routing depends on (a possible duplicate holds routing back) are checked here as always. With
+    Redis unreachable the check runs at once, after the commit.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
@@ -354,19 +378,28 @@ def intake(
             if source == "form":
                 asked_again.append(lead.id)
         _bump(session, sorted(set(bumped)), now)
+        # The "created" ledger rows in one INSERT (no ORM unit of work for rows nobody reads back here).
+        record_events(
+            session,
+            [
+                {"customer_id": customer.id, "kind": EventKind.CREATED, "at": now,
+                 "actor_id": actor.id if actor else None, "actor_system": None if actor else f"intake:{source}",
+                 "pool_id": pool.id, "result": customer.channel or texts.source,
+                 "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
+                          "batch_id": batch.id if batch else None}}
+                for _i, customer in created
+            ],
+        )  # fmt: skip
         for index, customer in created:
-            record_event(
-                session, customer, EventKind.CREATED, now, actor=actor,
-                actor_system=None if actor else f"intake:{source}", pool_id=pool.id,
-                result=customer.channel or texts.source,
-                data={"source": source, "channel": customer.channel, "campaign": customer.campaign,
-                      "batch_id": batch.id if batch else None},
-            )  # fmt: skip
             if source == "form":
                 session.add(BehaviorEvent(customer_id=customer.id, type="form_submit", at=now, data={}))
             outcomes[index] = Outcome(status="created", customer_id=customer.id, pool_id=pool.id,
                                       row=prepared[index].data.row)  # fmt: skip
-        _open_conflicts(session, created, outcomes, fuzzy_threshold, now)
+        deferred = _deferrable(pool, created, score_cfg, route) if defer_fuzzy else []
+        _open_conflicts(
+            session, [x for x in created if x[1].id not in deferred], outcomes, fuzzy_threshold, now,
+            exclude={c.id for _i, c in created},
+        )  # fmt: skip
         for customer_id in asked_again:
             session.add(
                 BehaviorEvent(customer_id=customer_id, type="form_submit", at=now, data={"duplicate": True})
@@ -405,6 +438,8 @@ def intake(
     except Exception:
         session.rollback()
         raise
+    if deferred:
+        _check_later(session, deferred, [o for o in outcomes if o.customer_id in set(deferred)], now)
     if to_route:
         # Assigned first (auto_assign commits per lead), so a hot lead's crossing reaches its new owner.
         for outcome in to_route:
@@ -577,22 +612,34 @@ def _open_conflicts(
     outcomes: list[Outcome],
     threshold: float,
     now: datetime,
-) -> None:
-    """Possible duplicates (similar company names) go to the conflict queue."""
+    *,
+    exclude: set[int],
+    below: int | None = None,
+    decided: set[tuple[int, int]] | None = None,
+) -> int:
+    """Possible duplicates (similar company names) go to the conflict queue. ``exclude``: this call's
+    own leads; ``decided``: pairs already in the queue (either way round) are not asked again. Returns
+    the conflicts opened."""
     companies = [(i, c) for i, c in created if c.kind == CustomerKind.COMPANY and len(c.name_key) >= 2]
     if not companies:
-        return
-    new_ids = {c.id for _i, c in created}
+        return 0
     results = fuzzy_matches(
         session, [c.name_key for _i, c in companies], threshold,
-        exclude=[new_ids for _c in companies],
+        exclude=[exclude for _c in companies], below=below,
     )  # fmt: skip
+    decided = decided or set()
+    results = [
+        [(cid, score) for cid, score in found if (c.id, cid) not in decided and (cid, c.id) not in decided]
+        for (_i, c), found in zip(companies, results, strict=True)
+    ]
     names = {}
     wanted = {cid for found in results for cid, _s in found}
     if wanted:
         names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(wanted))).all())
+    opened = 0
     for (index, customer), found in zip(companies, results, strict=True):
         for candidate_id, score in found:
+            opened += 1
             session.add(
                 DuplicateConflict(
                     customer_id=customer.id,
@@ -608,8 +655,84 @@ def _open_conflicts(
                     created_at=now,
                 )  # fmt: skip
             )
-            outcomes[index].conflicts.append((candidate_id, score))
+            if index is not None:
+                outcomes[index].conflicts.append((candidate_id, score))
     session.flush()
+    return opened
+
+
+def _deferrable(
+    pool: Pool, created: list[tuple[int, SimpleNamespace]], score_cfg: dict, route: bool
+) -> list[int]:
+    """Ids of new company leads whose possible-duplicate check routing does not wait for (see ``intake``)."""
+    routable = route and pool.auto_assign_strategy != AssignStrategy.NONE
+    return [
+        c.id
+        for _i, c in created
+        if c.kind == CustomerKind.COMPANY
+        and len(c.name_key) >= 2
+        and not (routable and c.score >= score_cfg["routing_threshold"])
+    ]
+
+
+def _check_later(session: Session, ids: list[int], outcomes: list[Outcome], now: datetime) -> None:
+    """Enqueue the deferred possible-duplicate check of ``ids`` (committed leads); Redis unreachable: run
+    it now, so no lead goes unchecked."""
+    from crm.queues import enqueue
+
+    job = enqueue("workers.jobs.check_possible_duplicates", ids)
+    if job is not None:
+        for outcome in outcomes:
+            outcome.duplicate_check = "queued"
+        return
+    found = check_possible_duplicates(session, ids, now)
+    session.commit()
+    for outcome in outcomes:
+        outcome.conflicts = found.get(outcome.customer_id, [])
+
+
+def check_possible_duplicates(
+    session: Session, customer_ids: list[int], now: datetime
+) -> dict[int, list[tuple[int, float]]]:
+    """The possible-duplicate check of leads taken in together (``intake(defer_fuzzy=True)``), run later by
+    an rq job. Idempotent: it compares each lead only with customers older than the group (what the check
+    at intake would have seen; newer leads compared themselves with these) and skips pairs already in the
+    conflict queue, so a retried or repeated job opens nothing twice. Merged leads are skipped. Does not
+    commit. Returns the conflicts opened per lead."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Customer.id, Customer.name, Customer.name_key, Customer.kind).where(
+            Customer.id.in_(ids), Customer.merged_into_id.is_(None)
+        )
+    ).all()
+    leads = [
+        (None, SimpleNamespace(id=r.id, name=r.name, name_key=r.name_key or "", kind=r.kind)) for r in rows
+    ]
+    if not leads:
+        return {}
+    decided = set(
+        session.execute(
+            select(DuplicateConflict.customer_id, DuplicateConflict.candidate_id).where(
+                or_(DuplicateConflict.customer_id.in_(ids), DuplicateConflict.candidate_id.in_(ids))
+            )
+        ).all()
+    )
+    before = {(a, b) for a, b in decided}
+    _open_conflicts(
+        session, leads, [], config.get(session)["fuzzy_threshold"], now,
+        exclude=set(ids), below=ids[0], decided=decided,
+    )  # fmt: skip
+    opened: dict[int, list[tuple[int, float]]] = {}
+    for conflict in session.scalars(
+        select(DuplicateConflict)
+        .where(DuplicateConflict.customer_id.in_(ids))
+        .order_by(DuplicateConflict.similarity.desc(), DuplicateConflict.candidate_id.desc())
+    ):
+        if (conflict.customer_id, conflict.candidate_id) not in before:
+            opened.setdefault(conflict.customer_id, []).append((conflict.candidate_id, conflict.similarity))
+    return opened
 
 
 def _routable(pool: Pool, created: list[Outcome], score_cfg: dict) -> list[Outcome]:

@@ -1,0 +1,148 @@
+"""The API's possible-duplicate check in the background: leads that routing does not wait for are checked
+by an rq job (run here through a SimpleWorker against real Redis); routable leads are checked at once."""
+
+from __future__ import annotations
+
+import pytest
+from rq import SimpleWorker
+from sqlalchemy import func, select
+
+from crm import clock, queues
+from crm.extensions import db
+from crm.intake.services import check_possible_duplicates
+from crm.models import AssignStrategy, DuplicateConflict, PoolMember
+
+SIMILAR = {
+    "name": "苏州瑞丰新材料科技有限公司",
+    "contact_name": "周",
+    "phone": "13600136000",
+    "industry": "金融",
+    "job_level": "决策层",
+    "company_size": 2000,
+    "channel": "老客户转介绍",
+    "region": "华东",
+    "email": "z@rf.cn",
+    "wechat": "zhou_rf",
+}
+
+
+@pytest.fixture
+def redis_conn(app):
+    conn = queues.get_redis()
+    queues.get_queue("default").empty()
+    yield conn
+    queues.get_queue("default").empty()
+
+
+@pytest.fixture
+def pool(make, manager):
+    return make.pool("新线索池", kind="lead", admins=[manager])
+
+
+@pytest.fixture
+def token(make, rep):
+    return make.token(rep, "leads")
+
+
+def _conflicts() -> list[tuple[int, int]]:
+    return [
+        tuple(r)
+        for r in db.session.execute(select(DuplicateConflict.customer_id, DuplicateConflict.candidate_id))
+    ]
+
+
+def _work(conn) -> None:
+    assert SimpleWorker([queues.get_queue("default")], connection=conn).work(burst=True)
+
+
+def test_an_unroutable_leads_check_is_queued_and_the_job_opens_the_conflict_once(
+    api, token, pool, make, redis_conn
+):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    resp = api(token).post("/api/v1/leads", json=SIMILAR)
+    assert resp.status_code == 201
+    assert resp.json["duplicate_check"] == "queued" and resp.json["possible_duplicates"] is None
+    assert _conflicts() == [] and queues.get_queue("default").count == 1
+    _work(redis_conn)
+    db.session.expire_all()
+    assert _conflicts() == [(resp.json["id"], existing.id)]
+    conflict = db.session.scalar(select(DuplicateConflict))
+    assert (
+        conflict.status == "open"
+        and conflict.similarity >= 85
+        and "苏州瑞丰新材料有限公司" in conflict.reason
+    )
+    # Run again (a retry, a duplicate enqueue): nothing new.
+    queues.enqueue("workers.jobs.check_possible_duplicates", [resp.json["id"]])
+    _work(redis_conn)
+    assert db.session.scalar(select(func.count()).select_from(DuplicateConflict)) == 1
+
+
+def test_a_pair_marked_distinct_is_not_asked_again_by_the_job(api, token, pool, make, redis_conn, session):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    lead_id = api(token).post("/api/v1/leads", json=SIMILAR).json["id"]
+    _work(redis_conn)
+    conflict = session.scalar(select(DuplicateConflict))
+    conflict.status = "distinct"
+    session.commit()
+    assert check_possible_duplicates(session, [lead_id], clock.now()) == {}
+    session.commit()
+    assert _conflicts() == [(lead_id, existing.id)]
+
+
+def test_the_job_compares_only_with_customers_older_than_the_lead(api, token, pool, redis_conn):
+    first = api(token).post("/api/v1/leads", json=SIMILAR).json["id"]
+    second = (
+        api(token)
+        .post(
+            "/api/v1/leads",
+            json=SIMILAR
+            | {
+                "name": "苏州瑞丰新材料有限公司",
+                "phone": "13500135000",
+                "email": "b@rf.cn",
+                "wechat": "b_rf",
+            },  # fmt: skip
+        )
+        .json["id"]
+    )
+    _work(redis_conn)
+    db.session.expire_all()
+    # One pair, as the check at intake time gives: the newer lead against the older one, not both ways.
+    assert _conflicts() == [(second, first)]
+
+
+def test_a_routable_lead_is_checked_at_once_and_held_back(api, token, pool, make, rep, redis_conn, session):
+    pool.auto_assign_strategy = AssignStrategy.ROUND_ROBIN
+    session.add(PoolMember(pool_id=pool.id, user_id=rep.id))
+    session.commit()
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    resp = api(token).post("/api/v1/leads", json=SIMILAR)
+    assert resp.json["duplicate_check"] == "done"
+    assert [d["id"] for d in resp.json["possible_duplicates"]] == [existing.id]
+    assert resp.json["owner_id"] is None and queues.get_queue("default").count == 0
+
+
+def test_with_redis_unreachable_the_check_runs_in_the_request(app, api, token, pool, make, redis_conn):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    app.extensions["crm_redis_down_until"] = float("inf")
+    try:
+        resp = api(token).post("/api/v1/leads", json=SIMILAR)
+    finally:
+        app.extensions.pop("crm_redis_down_until", None)
+    assert resp.json["duplicate_check"] == "done"
+    assert [d["id"] for d in resp.json["possible_duplicates"]] == [existing.id]
+    db.session.expire_all()
+    assert _conflicts() == [(resp.json["id"], existing.id)]
+
+
+def test_an_array_of_leads_is_checked_in_one_job(api, token, pool, make, redis_conn):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    body = [SIMILAR, SIMILAR | {"name": "杭州蓝鲸物流有限公司", "phone": "13500135000", "email": "l@lj.cn",
+                                "wechat": "lj_wl"}]  # fmt: skip
+    results = api(token).post("/api/v1/leads", json=body).json["results"]
+    assert [r["duplicate_check"] for r in results] == ["queued", "queued"]
+    assert queues.get_queue("default").count == 1
+    _work(redis_conn)
+    db.session.expire_all()
+    assert _conflicts() == [(results[0]["id"], existing.id)]
