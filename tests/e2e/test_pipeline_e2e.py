@@ -123,8 +123,9 @@ def test_customer_page_stage_form_on_phone(page, live_server, login_as, rep, dea
     panel.locator(".stage-form button[type=submit]").click()
     page.wait_for_selector("#opp-panel .badge-ok")
     assert stage_of(opp.id) == "成交"
-    page.wait_for_selector("#timeline .kind-stage, #timeline li:has-text('成交')")
-    assert "HT-E2E-1" in page.locator("#timeline").inner_text()
+    # The timeline already holds the opportunity's creation (a stage event): wait for the won one itself.
+    page.locator("#timeline li", has_text="HT-E2E-1").first.wait_for()
+    assert "成交" in page.locator("#timeline").inner_text()
     screenshot(page, "pipeline_customer_won_phone")
     panel.screenshot(path=str(SHOTS / "pipeline_customer_won_panel_phone.png"))
     assert db.session.scalar(
