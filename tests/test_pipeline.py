@@ -19,18 +19,10 @@ from crm.models import (
     Lifecycle,
     Opportunity,
     Quote,
-    Stage,
     StageChange,
 )
 from crm.pipeline import services
-
-
-def stage(name: str) -> Stage:
-    return db.session.scalar(select(Stage).where(Stage.name == name))
-
-
-def count(model) -> int:
-    return db.session.scalar(select(func.count()).select_from(model))
+from tests.pipeline_support import count, stage
 
 
 @pytest.fixture

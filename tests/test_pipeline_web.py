@@ -6,22 +6,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from crm import clock
 from crm.extensions import db
 from crm.models import Contract, Customer, FollowUp, Lifecycle, Opportunity, Quote, Stage, StageChange
 from crm.pipeline import services
+from tests.pipeline_support import count, stage
 
 HX = {"HX-Request": "true"}
-
-
-def stage(name: str) -> Stage:
-    return db.session.scalar(select(Stage).where(Stage.name == name))
-
-
-def count(model) -> int:
-    return db.session.scalar(select(func.count()).select_from(model))
 
 
 @pytest.fixture

@@ -189,10 +189,6 @@ def customer_opportunities(customer_id: int):
     )
 
 
-def _opportunity_input(form) -> services.OpportunityInput:
-    return services.OpportunityInput(form.name.data, form.amount.data, form.expected_close.data)
-
-
 @bp.route("/customers/<int:customer_id>/opportunities", methods=["POST"])
 @access(Role.REP)
 @doc(
@@ -206,7 +202,7 @@ def create_opportunity(customer_id: int):
     customer = _customer(customer_id)
     form = form_from_json(OpportunityForm, json_body())
     try:
-        opp = services.create_opportunity(db.session, customer, _me(), clock.now(), _opportunity_input(form))
+        opp = services.create_opportunity(db.session, customer, _me(), clock.now(), form.input())
     except services.StageError as exc:
         db.session.rollback()
         raise _error(exc) from exc
@@ -230,7 +226,7 @@ def update_opportunity(opportunity_id: int):
     opp = _opportunity(opportunity_id)
     form = form_from_json(OpportunityForm, json_body())
     try:
-        services.update_opportunity(db.session, opp, _me(), clock.now(), _opportunity_input(form))
+        services.update_opportunity(db.session, opp, _me(), clock.now(), form.input())
     except services.StageError as exc:
         db.session.rollback()
         raise _error(exc) from exc

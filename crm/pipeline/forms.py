@@ -21,6 +21,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from crm.forms import choices
 from crm.models import StageKind, StageRequirement
+from crm.pipeline.services import OpportunityInput
 
 REQUIREMENT_LABELS = {
     StageRequirement.NONE: _l("无要求"),
@@ -86,6 +87,10 @@ class OpportunityForm(FlaskForm):
     name = _opportunity_name_field()
     amount = _expected_amount_field()
     expected_close = _expected_close_field()
+
+    def input(self) -> OpportunityInput:
+        """What the opportunity services take (web and API alike)."""
+        return OpportunityInput(self.name.data, self.amount.data, self.expected_close.data)
 
 
 class ConvertForm(FlaskForm):

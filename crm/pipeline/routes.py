@@ -95,7 +95,7 @@ def create_opportunity(customer_id: int):
     customer = _customer(customer_id, work=True)
     form = OpportunityForm()
     if form.validate_on_submit():
-        data = services.OpportunityInput(form.name.data, form.amount.data, form.expected_close.data)
+        data = form.input()
         try:
             services.create_opportunity(db.session, customer, _me(), clock.now(), data)
         except services.StageError as exc:
@@ -118,7 +118,7 @@ def edit_opportunity(opportunity_id: int):
     opp = _opportunity(opportunity_id, work=True)
     form = OpportunityForm(obj=opp)
     if form.validate_on_submit():
-        data = services.OpportunityInput(form.name.data, form.amount.data, form.expected_close.data)
+        data = form.input()
         try:
             services.update_opportunity(db.session, opp, _me(), clock.now(), data)
         except services.StageError as exc:
