@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import exists, false, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from crm.models import Customer, Pool, PoolAdmin, PoolMember, Role, User
 
@@ -153,18 +154,31 @@ def managed_user_ids(session: Session, user: User) -> set[int] | None:
     return {user.id}
 
 
+def pool_role_exprs(user_id, team_id, pool_id) -> tuple[ColumnElement, ColumnElement]:
+    """SQL for (is pool admin, is listed as member) of a user in the pool ``pool_id``; each argument a value,
+    a column or a bind parameter, so a caller can select them with other columns in one round trip (or
+    build the statement once). Admins are both everywhere: see ``roles_from``."""
+    admin = exists().where(PoolAdmin.pool_id == pool_id, PoolAdmin.user_id == user_id)
+    member = exists().where(
+        PoolMember.pool_id == pool_id,
+        or_(PoolMember.user_id == user_id, PoolMember.team_id == team_id if team_id is not None else false()),
+    )
+    return admin, member
+
+
+def roles_from(user: User, is_admin, is_member) -> tuple[bool, bool]:
+    """(is pool admin, is member) from the selected ``pool_role_exprs`` (admins are both everywhere)."""
+    if user.role == Role.ADMIN:
+        return True, True
+    return bool(is_admin), bool(is_admin or is_member)
+
+
 def pool_roles(session: Session, user: User, pool: Pool | int) -> tuple[bool, bool]:
     """(is pool admin, is member) of one pool in a single query — the board asks on every request."""
     pool_id = pool if isinstance(pool, int) else pool.id
     if user.role == Role.ADMIN:
         return True, True
-    admin = exists().where(PoolAdmin.pool_id == pool_id, PoolAdmin.user_id == user.id)
-    member = exists().where(
-        PoolMember.pool_id == pool_id,
-        or_(PoolMember.user_id == user.id, PoolMember.team_id == user.team_id if user.team_id else false()),
-    )
-    is_admin, is_member = session.execute(select(admin, member)).one()
-    return bool(is_admin), bool(is_admin or is_member)
+    return roles_from(user, *session.execute(select(*pool_role_exprs(user.id, user.team_id, pool_id))).one())
 
 
 def can_work_pipeline(session: Session, user: User, customer: Customer) -> bool:

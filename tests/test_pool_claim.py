@@ -11,6 +11,7 @@ from crm import clock
 from crm.extensions import db
 from crm.models import ClaimCount, Customer, EventKind, PoolEvent, PrevOwnerRule, Role, User
 from crm.pool import services
+from tests.conftest import login
 
 NOON = datetime(2026, 3, 2, 4, 0, tzinfo=UTC)  # 12:00 in Shanghai
 
@@ -72,7 +73,22 @@ def test_claiming_a_missing_or_merged_customer_is_not_found(make, rep):
     with pytest.raises(services.PoolRefusal) as info:
         services.claim(db.session, 999_999, rep, NOON)
     assert info.value.code == "not_found"
-    assert refusal_of(loser, rep).code == "not_found"
+    refusal = refusal_of(loser, rep)
+    assert (refusal.code, refusal.status, refusal.detail) == ("merged", 409, {"merged_into": winner.id})
+    assert db.session.get(Customer, loser.id).owner_id is None
+    assert db.session.get(Customer, winner.id).owner_id is None
+
+
+def test_claiming_a_merged_id_on_the_board_opens_the_winner_and_claims_nothing(make, rep, client):
+    pool = make.pool(members=[rep])
+    winner = make.customer(pool)
+    loser = make.customer(pool, merged_into_id=winner.id)
+    login(client, rep)
+    resp = client.post(
+        f"/customers/{loser.id}/claim", data={"ctx": "board"}, headers={"HX-Request": "true"}
+    )
+    assert resp.status_code == 200 and resp.headers["HX-Redirect"] == f"/customers/{winner.id}"
+    assert db.session.get(Customer, winner.id).owner_id is None
     assert db.session.get(Customer, loser.id).owner_id is None
 
 

@@ -14,6 +14,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from crm import clock
 from crm.access import access
+from crm.customers.views import MERGED_INTO, merged_redirect
 from crm.extensions import csrf, db
 from crm.forms import choices
 from crm.htmx import redirect_htmx, render, render_fragment
@@ -52,38 +53,18 @@ def customer_url(customer_id: int) -> str | None:
 
 @bp.before_app_request
 def _redirect_merged_customer():
-    """A merged customer's page and API id lead to the winner (any route with ``customer_id``)."""
+    """A merged customer's page and API id lead to the winner (any route with ``customer_id``, except
+    views marked ``checks_merged`` that read ``merged_into_id`` anyway and answer ``merged_redirect``)."""
     args = request.view_args or {}
     customer_id = args.get("customer_id")
     if not isinstance(customer_id, int) or request.endpoint is None:
         return None
-    winner = db.session.scalar(select(Customer.merged_into_id).where(Customer.id == customer_id))
+    if getattr(current_app.view_functions.get(request.endpoint), "checks_merged", False):
+        return None
+    winner = db.session.scalar(MERGED_INTO, {"cid": customer_id})
     if winner is None:
         return None
-    seen = {customer_id}
-    while winner not in seen:  # follow a chain of merges to the customer that absorbed them all
-        seen.add(winner)
-        onward = db.session.scalar(select(Customer.merged_into_id).where(Customer.id == winner))
-        if onward is None:
-            break
-        winner = onward
-    target = url_for(request.endpoint, **{**request.args.to_dict(), **args, "customer_id": winner})
-    if request.path.startswith("/api/"):
-        from flask import jsonify
-
-        if request.method in ("GET", "HEAD"):
-            response = jsonify(
-                error="merged", message=_("该客户已合并到 #%(id)s。", id=winner), merged_into=winner
-            )
-            response.status_code = 301
-            response.headers["Location"] = target
-            return response
-        return jsonify(error="merged", message=_("该客户已合并到 #%(id)s,请改用新编号。", id=winner),
-                       merged_into=winner), 409  # fmt: skip
-    if request.method in ("GET", "HEAD"):
-        return redirect(target, 301)
-    flash(_("该客户已合并到另一条记录,已为你打开合并后的客户。"), "warning")
-    return redirect_htmx(target)
+    return merged_redirect(customer_id, winner)
 
 
 # ---------------------------------------------------------------- 新建 (manual entry)

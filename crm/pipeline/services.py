@@ -38,10 +38,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
 from flask_babel import gettext as _
-from sqlalchemy import exists, func, select
+from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from crm import clock, signals
+from crm.dbutil import prebuilt
 from crm.followups import services as followups
 from crm.models import (
     Activity,
@@ -638,22 +639,27 @@ def open_amounts(session: Session, owner_id: int) -> dict[int, Decimal]:
     return {stage_id: Decimal(str(total)) for stage_id, total in rows}
 
 
+def _follow_owner_statement(_dialect: str):
+    o, c = Opportunity.__table__.c, Customer.__table__.c
+    new_owner = select(c.owner_id).where(c.id == o.customer_id).scalar_subquery()
+    return (
+        update(Opportunity.__table__)
+        .where(
+            o.customer_id.in_(bindparam("ids", expanding=True)),
+            o.status == OPEN,
+            exists().where(c.id == o.customer_id, c.owner_id.is_not(None)),
+        )
+        .values(owner_id=new_owner)
+    )
+
+
+_FOLLOW_OWNER = prebuilt(_follow_owner_statement)  # Core, built once: it runs on every claim and move
+
+
 @signals.ownership_changed.connect
 def _follow_owner(sender=None, *, session: Session, now: datetime, customer_ids=None, **_kw) -> None:
     """A customer changed hands: its open opportunities follow the new owner (set-based); unowned
     customers keep the last owner on their open opportunities until someone takes them."""
-    from sqlalchemy import update
-
     if not customer_ids:
         return
-    new_owner = select(Customer.owner_id).where(Customer.id == Opportunity.customer_id).scalar_subquery()
-    session.execute(
-        update(Opportunity)
-        .where(
-            Opportunity.customer_id.in_(list(customer_ids)),
-            Opportunity.status == OPEN,
-            exists().where(Customer.id == Opportunity.customer_id, Customer.owner_id.is_not(None)),
-        )
-        .values(owner_id=new_owner)
-        .execution_options(synchronize_session=False)
-    )
+    session.execute(_FOLLOW_OWNER(session), {"ids": list(customer_ids)})

@@ -18,7 +18,7 @@ from crm import clock
 from crm.access import access
 from crm.admin import services as admin_services
 from crm.auth.services import AccountError
-from crm.customers.views import customer_url, first_error
+from crm.customers.views import checks_merged, customer_url, first_error, merged_redirect
 from crm.extensions import db
 from crm.forms import choices
 from crm.htmx import is_htmx, redirect_htmx, render, render_fragment, toast, trigger
@@ -221,9 +221,11 @@ def _row_response(
     message: str | None = None,
     status: int = 200,
     rights: PoolAccess | None = None,
+    pool: Pool | None = None,
 ):
     me = _me()
-    pool = db.session.get(Pool, customer.pool_id) if customer.pool_id else None
+    if pool is None and customer.pool_id:
+        pool = db.session.get(Pool, customer.pool_id)
     if rights is None:
         rights = pool_access(pool, me) if pool is not None else PoolAccess(False, False, False)
     return render(
@@ -253,6 +255,7 @@ def _back(default: str) -> str:
 
 @bp.route("/customers/<int:customer_id>/claim", methods=["POST"])
 @access(Role.REP)
+@checks_merged
 def claim(customer_id: int):
     """领取 a customer from its pool. From the board (``ctx=board``) the row is swapped in place."""
     me = _me()
@@ -260,6 +263,8 @@ def claim(customer_id: int):
     try:
         result = services.claim(db.session, customer_id, me, clock.now())
     except services.PoolRefusal as refusal:
+        if refusal.code == "merged":
+            return merged_redirect(customer_id, refusal.detail["merged_into"])
         if not is_htmx():
             flash(refusal.message, "error")
             return redirect(_back(url_for("pool.index")), 303)
@@ -283,7 +288,7 @@ def claim(customer_id: int):
     if from_board:
         me = _me()
         rights = PoolAccess(True, result.pool_admin, result.pool_admin or me.role == Role.MANAGER)
-        response = _row_response(result.customer, "claimed", rights=rights)
+        response = _row_response(result.customer, "claimed", rights=rights, pool=result.pool)
     else:
         response = redirect_htmx(customer_url(result.customer))
     trigger(response, HOLDING_CHANGED, {"held": result.held, "cap": result.cap})

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 
 from crm import clock, signals
-from crm.dbutil import is_postgres
+from crm.dbutil import is_postgres, prebuilt
 from crm.models import (
     ClaimCount,
     Customer,
@@ -43,7 +43,8 @@ from crm.permissions import (
     can_receive_from,
     is_pool_admin,
     manages,
-    pool_roles,
+    pool_role_exprs,
+    roles_from,
     team_member_ids,
 )
 from crm.settings import store
@@ -87,7 +88,7 @@ class PoolRefusal(Exception):
     """A refused pool action with a message for the user and a stable code for the API.
 
     Codes and HTTP statuses (documented in the README / OpenAPI):
-    taken 409, not_owner 409, not_found 404, forbidden 403, not_member 403, senior_only 403,
+    taken 409, not_owner 409, merged 409, not_found 404, forbidden 403, not_member 403, senior_only 403,
     daily_limit 429, holding_cap 422, cooldown 422, priority_window 422, not_released 422,
     pool_disabled 422, inactive_user 422, user_away 422, invalid 422.
     """
@@ -96,6 +97,7 @@ class PoolRefusal(Exception):
         "taken": 409,
         "not_owner": 409,
         "not_found": 404,
+        "merged": 409,
         "forbidden": 403,
         "not_member": 403,
         "senior_only": 403,
@@ -164,7 +166,11 @@ def record_events(session: Session, rows: list[dict]) -> None:
     for row in rows:
         if row["kind"] not in EventKind.ALL:
             raise ValueError(f"unknown ledger kind {row['kind']!r}")
-    session.execute(insert(PoolEvent), [{k: row.get(k) for k in _EVENT_FIELDS} for row in rows])
+    session.execute(_EVENT_INSERT, [{k: row.get(k) for k in _EVENT_FIELDS} for row in rows])
+
+
+# Core, not the ORM's bulk insert: nobody reads the rows back here, and claims write one per request.
+_EVENT_INSERT = insert(PoolEvent.__table__)
 
 
 def announce_ownership_change(session: Session, customer_ids: list[int], now: datetime) -> None:
@@ -238,13 +244,11 @@ class UserLoad:
     timezone: str | None = None
 
 
-def _user_load_statement():
-    """Held count, level cap and seniority, team time zone: one statement, built once (hot path)."""
-    from sqlalchemy import bindparam
-
+def _user_load_columns(uid, level_id, team_id) -> tuple:
+    """Held count, level cap and seniority, team time zone as scalar subqueries (values or bind
+    parameters), to be selected alone or with other columns in one round trip."""
     from crm.models import Level, Team
 
-    uid, level_id, team_id = bindparam("uid"), bindparam("level_id"), bindparam("team_id")
     held = (
         select(func.count())
         .select_from(Customer)
@@ -254,23 +258,31 @@ def _user_load_statement():
     cap = select(Level.holding_cap).where(Level.id == level_id).scalar_subquery()
     senior = select(Level.is_senior).where(Level.id == level_id).scalar_subquery()
     tz = select(Team.timezone).where(Team.id == team_id).scalar_subquery()
-    return select(held, cap, senior, tz)
+    return held, cap, senior, tz
 
 
 _USER_LOAD = None
 
 
+def _load_of(session: Session, n_held, cap, senior, timezone, claimed: int = 0) -> UserLoad:
+    if cap is None:
+        cap = holding_cap_default(session)
+    return UserLoad(held=n_held or 0, cap=cap, claims_today=claimed, senior=bool(senior), timezone=timezone)
+
+
 def user_load(session: Session, user: User, pool_id: int | None, now: datetime) -> UserLoad:
     """Held / cap / seniority / team time zone in one query, today's claims from ``pool_id`` in a second
     (the counters on every board page, and the checks of a claim)."""
+    from sqlalchemy import bindparam
+
     global _USER_LOAD
-    if _USER_LOAD is None:
-        _USER_LOAD = _user_load_statement()
+    if _USER_LOAD is None:  # built once (hot path)
+        _USER_LOAD = select(
+            *_user_load_columns(bindparam("uid"), bindparam("level_id"), bindparam("team_id"))
+        )
     n_held, cap, senior, timezone = session.execute(
         _USER_LOAD, {"uid": user.id, "level_id": user.level_id, "team_id": user.team_id}
     ).one()
-    if cap is None:
-        cap = holding_cap_default(session)
     claimed = 0
     if pool_id is not None:
         day = clock.local_today(timezone or None, now)
@@ -282,12 +294,36 @@ def user_load(session: Session, user: User, pool_id: int | None, now: datetime) 
             )
             or 0
         )
-    return UserLoad(held=n_held or 0, cap=cap, claims_today=claimed, senior=bool(senior), timezone=timezone)
+    return _load_of(session, n_held, cap, senior, timezone, claimed)
+
+
+_USERS = User.__table__
+_LOCK_USER = prebuilt(
+    lambda _dialect: (
+        update(_USERS).where(_USERS.c.id == bindparam("uid")).values(claim_seq=_USERS.c.claim_seq + 1)
+    )
+)
 
 
 def lock_user(session: Session, user_id: int) -> None:
     """Serialise one user's claims/assignments (see module docstring)."""
-    session.execute(update(User).where(User.id == user_id).values(claim_seq=User.claim_seq + 1))
+    session.execute(_LOCK_USER(session), {"uid": user_id})
+
+
+def _take_slot_statement(dialect: str):
+    counts = ClaimCount.__table__
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(counts).values(
+        user_id=bindparam("user_id"), pool_id=bindparam("pool_id"), day=bindparam("day"), count=1
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["user_id", "pool_id", "day"],
+        set_={"count": counts.c.count + 1},
+        where=counts.c.count < bindparam("limit"),
+    ).returning(counts.c.count)
+
+
+_TAKE_SLOT = prebuilt(_take_slot_statement)
 
 
 def _take_daily_slot(session: Session, user: User, pool: Pool, now: datetime, tz: str | None) -> int:
@@ -299,14 +335,10 @@ def _take_daily_slot(session: Session, user: User, pool: Pool, now: datetime, tz
     """
     day = clock.local_today(tz, now)
     limit = pool.daily_claim_limit
-    module = postgresql if is_postgres(session) else sqlite
-    stmt = module.insert(ClaimCount.__table__).values(user_id=user.id, pool_id=pool.id, day=day, count=1)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "pool_id", "day"],
-        set_={"count": ClaimCount.__table__.c.count + 1},
-        where=ClaimCount.__table__.c.count < limit,
-    ).returning(ClaimCount.__table__.c.count)
-    taken = session.execute(stmt).first() if limit >= 1 else None
+    taken = None
+    if limit >= 1:
+        params = {"user_id": user.id, "pool_id": pool.id, "day": day, "limit": limit}
+        taken = session.execute(_TAKE_SLOT(session), params).first()
     if taken is None:
         used = session.scalar(
             select(ClaimCount.count).where(
@@ -420,7 +452,7 @@ def is_away(user: User, now: datetime) -> bool:
     return user.away_until is not None and user.away_until > now
 
 
-def start_holding_values(owner_id: int, now: datetime) -> dict:
+def start_holding_values(owner_id, now) -> dict:
     """Column values that start a new holding (the recycle clocks restart from here)."""
     return {
         "owner_id": owner_id,
@@ -465,6 +497,7 @@ def next_release_at(pool: Pool, now: datetime) -> datetime | None:
 @dataclass
 class ClaimResult:
     customer: Customer
+    pool: Pool
     claims_today: int
     daily_limit: int
     held: int
@@ -483,6 +516,43 @@ def _commit_keeping_loaded(session: Session) -> None:
         target.expire_on_commit = previous
 
 
+def _claim_lookup(_dialect: str):
+    """The customer, its pool, the user's roles there and what they hold (after ``lock_user``)."""
+    uid, team_id, level_id = bindparam("uid"), bindparam("team_id"), bindparam("level_id")
+    return (
+        select(
+            Customer,
+            Pool,
+            *pool_role_exprs(uid, team_id, Customer.pool_id),
+            *_user_load_columns(uid, level_id, team_id),
+        )
+        .outerjoin(Pool, Pool.id == Customer.pool_id)
+        .where(Customer.id == bindparam("cid"))
+        .execution_options(populate_existing=True)
+    )
+
+
+def _claim_update(_dialect: str):
+    """The conditional update of a claim; it returns the whole new row into the loaded customer."""
+    return (
+        update(Customer)
+        .where(
+            Customer.id == bindparam("cid"),
+            Customer.owner_id.is_(None),
+            Customer.pool_id == bindparam("home_pool"),
+            Customer.merged_into_id.is_(None),
+        )
+        .values(**start_holding_values(bindparam("uid"), bindparam("now")))
+        .returning(Customer)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+# Built once (claims are the hottest write path: no statement construction per request).
+_CLAIM_LOOKUP = prebuilt(_claim_lookup)
+_CLAIM_UPDATE = prebuilt(_claim_update)
+
+
 def claim(session: Session, customer_id: int, user: User, now: datetime) -> ClaimResult:
     """领取: take an unowned customer from its pool. Atomic; commits on success, rolls back on refusal.
 
@@ -492,22 +562,21 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
     """
     try:
         lock_user(session, user.id)
-        # The customer with its pool in one round trip (claims are the hottest write path).
-        found = session.execute(
-            select(Customer, Pool)
-            .outerjoin(Pool, Pool.id == Customer.pool_id)
-            .where(Customer.id == customer_id)
-            .execution_options(populate_existing=True)
-        ).first()
-        if found is None or found[0].merged_into_id is not None:
+        # One round trip, after ``lock_user`` (the held count cannot change under us).
+        params = {"cid": customer_id, "uid": user.id, "team_id": user.team_id, "level_id": user.level_id}
+        found = session.execute(_CLAIM_LOOKUP(session), params).first()
+        if found is None:
             raise PoolRefusal("not_found", _("客户不存在。"))
-        customer, pool = found
+        if found[0].merged_into_id is not None:
+            winner = found[0].merged_into_id
+            raise PoolRefusal("merged", _("该客户已合并到 #%(id)s。", id=winner), merged_into=winner)
+        customer, pool, is_admin, is_member, *load_values = found
         if not user.active:
             raise PoolRefusal("inactive_user", _("账号已停用。"))
         if pool is None or pool.deleted_at is not None:
             raise PoolRefusal("not_found", _("客户所在公海不存在。"))
         # Membership first: a stranger must not learn who owns a customer of a pool they cannot see.
-        roles = pool_roles(session, user, pool)
+        roles = roles_from(user, is_admin, is_member)
         if not roles[1]:
             raise PoolRefusal(
                 "not_member", _("你不是「%(pool)s」的成员,不能领取其中的客户。", pool=pool.name)
@@ -527,41 +596,36 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
                 ),
                 until=customer.visible_from.isoformat(),
             )
-        load = user_load(session, user, None, now)
+        load = _load_of(session, *load_values)
         if customer.senior_only and not load.senior:
             raise PoolRefusal("senior_only", _("该客户为高难度客户,仅资深销售可领取。"))
         _check_previous_owner(customer, pool, user, now)
         if load.held + 1 > load.cap:
             raise _cap_refusal(user, load.held, load.cap, 1)
         used = _take_daily_slot(session, user, pool, now, load.timezone)
-        row = session.execute(
-            update(Customer)
-            .where(
-                Customer.id == customer_id,
-                Customer.owner_id.is_(None),
-                Customer.pool_id == pool.id,
-                Customer.merged_into_id.is_(None),
-            )
-            .values(**start_holding_values(user.id, now))
-            .returning(Customer.holding_no)
-            .execution_options(synchronize_session=False)
+        taken = session.execute(
+            _CLAIM_UPDATE(session), {"cid": customer_id, "home_pool": pool.id, "uid": user.id, "now": now}
         ).first()
-        if row is None:
+        if taken is None:
             raise _taken_refusal(session, customer_id)
+        customer = taken[0]
         kind = EventKind.RECLAIMED if customer.last_owner_id == user.id else EventKind.CLAIMED
         record_events(session, [dict(
             customer_id=customer_id, kind=kind, at=now, actor_id=user.id, to_user_id=user.id, pool_id=pool.id,
-            holding_no=row[0], result=_("领取成功 (今日 %(used)s/%(limit)s)", used=used, limit=pool.daily_claim_limit),
+            holding_no=customer.holding_no,
+            result=_("领取成功 (今日 %(used)s/%(limit)s)", used=used, limit=pool.daily_claim_limit),
         )])  # fmt: skip
         announce_ownership_change(session, [customer_id], now)
-        # The user and pool did not change: keep them loaded (the board row is rendered right after).
+        # What the board row shows, read inside this transaction: after the commit the row renders from
+        # the loaded objects without opening another transaction.
+        customer.tags, customer.last_owner  # noqa: B018 - loads them
         _commit_keeping_loaded(session)
     except Exception:
         session.rollback()
         raise
-    session.refresh(customer)
     return ClaimResult(
         customer=customer,
+        pool=pool,
         claims_today=used,
         daily_limit=pool.daily_claim_limit,
         held=load.held + 1,

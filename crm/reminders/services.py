@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import Select, and_, exists, or_, update
+from sqlalchemy import Select, and_, bindparam, exists, or_, update
 from sqlalchemy.orm import Session
 
 from crm import clock, signals
-from crm.dbutil import insert_ignore
+from crm.dbutil import insert_ignore, prebuilt
 from crm.models import Customer, FollowUp, Reminder, ReminderKind, ReminderStatus, Role, User
 from crm.permissions import manages
 from crm.reminders import settings as _sections  # noqa: F401  (registers the settings sections)
@@ -285,39 +285,49 @@ def complete(session: Session, user: User, reminder: Reminder, now: datetime) ->
 # ---------------------------------------------------------------- stale reminders
 
 
+def _stale_statement(customer_ids=None):
+    """The UPDATE of ``cancel_stale`` (Core: it runs on every claim and move), for ``customer_ids`` (a bind
+    parameter or a SELECT of ids) or every customer; ``:now`` is bound at execution."""
+    c, r = Customer.__table__.c, Reminder.__table__.c
+    live_holding = exists().where(
+        c.id == r.customer_id,
+        c.owner_id.is_not(None),
+        or_(c.claimed_at.is_(None), c.claimed_at <= r.created_at),
+    )
+    still_stalled = exists().where(
+        c.id == r.customer_id,
+        or_(c.last_stage_change_at.is_(None), c.last_stage_change_at <= r.created_at),
+        or_(c.is_hot.is_(True), c.grade == "A"),
+    )
+    stmt = (
+        update(Reminder.__table__)
+        .where(
+            r.status == ReminderStatus.OPEN,
+            r.customer_id.is_not(None),
+            r.kind.in_(HOLDING_KINDS),
+            or_(~live_holding, and_(r.kind == K.STALLED, ~still_stalled)),
+        )
+        .values(status=ReminderStatus.CANCELLED, done_at=bindparam("now"))
+    )
+    if customer_ids is not None:
+        stmt = stmt.where(r.customer_id.in_(customer_ids))
+    return stmt
+
+
+_STALE_FOR_IDS = prebuilt(lambda _dialect: _stale_statement(bindparam("ids", expanding=True)))
+
+
 def cancel_stale(session: Session, now: datetime, customer_ids: list[int] | Select | None = None) -> int:
     """Cancel open reminders of a holding that ended: the customer is unowned now, or its current
     holding began after the reminder was made (released, recycled, transferred, reclaimed), or a
     高意向未推进 reminder whose customer moved stage or cooled down since. One UPDATE."""
-    c = Customer
-    live_holding = exists().where(
-        c.id == Reminder.customer_id,
-        c.owner_id.is_not(None),
-        or_(c.claimed_at.is_(None), c.claimed_at <= Reminder.created_at),
-    )
-    still_stalled = exists().where(
-        c.id == Reminder.customer_id,
-        or_(c.last_stage_change_at.is_(None), c.last_stage_change_at <= Reminder.created_at),
-        or_(c.is_hot.is_(True), c.grade == "A"),
-    )
-    stmt = (
-        update(Reminder)
-        .where(
-            Reminder.status == ReminderStatus.OPEN,
-            Reminder.customer_id.is_not(None),
-            Reminder.kind.in_(HOLDING_KINDS),
-            or_(~live_holding, and_(Reminder.kind == K.STALLED, ~still_stalled)),
-        )
-        .values(status=ReminderStatus.CANCELLED, done_at=now)
-        .execution_options(synchronize_session=False)
-    )
     if isinstance(customer_ids, Select):  # a SELECT of ids (set-based callers: no huge IN list)
-        stmt = stmt.where(Reminder.customer_id.in_(customer_ids))
-    elif customer_ids is not None:
-        if not customer_ids:
-            return 0
-        stmt = stmt.where(Reminder.customer_id.in_(list(customer_ids)))
-    return session.execute(stmt).rowcount
+        return session.execute(_stale_statement(customer_ids), {"now": now}).rowcount
+    if customer_ids is None:
+        return session.execute(_stale_statement(), {"now": now}).rowcount
+    if not customer_ids:
+        return 0
+    return session.execute(_STALE_FOR_IDS(session), {"now": now, "ids": list(customer_ids)}).rowcount
 
 
 @signals.ownership_changed.connect
