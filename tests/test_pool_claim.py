@@ -84,9 +84,7 @@ def test_claiming_a_merged_id_on_the_board_opens_the_winner_and_claims_nothing(m
     winner = make.customer(pool)
     loser = make.customer(pool, merged_into_id=winner.id)
     login(client, rep)
-    resp = client.post(
-        f"/customers/{loser.id}/claim", data={"ctx": "board"}, headers={"HX-Request": "true"}
-    )
+    resp = client.post(f"/customers/{loser.id}/claim", data={"ctx": "board"}, headers={"HX-Request": "true"})
     assert resp.status_code == 200 and resp.headers["HX-Redirect"] == f"/customers/{winner.id}"
     assert db.session.get(Customer, winner.id).owner_id is None
     assert db.session.get(Customer, loser.id).owner_id is None
@@ -138,6 +136,24 @@ def test_the_daily_limit_counts_in_the_teams_local_day(make, rep):
     new_york_midnight = datetime(2026, 3, 3, 5, 0, tzinfo=UTC)
     claim(a, new_yorker, new_york_midnight - timedelta(minutes=10))  # 23:50 on 2 March in New York
     claim(b, new_yorker, new_york_midnight + timedelta(minutes=5))  # 3 March there (13:05 in Shanghai)
+
+
+def test_the_board_counter_reads_todays_claims_in_the_teams_local_day(make):
+    """The counter takes today in the default zone in one query and asks again for a team whose day differs."""
+    new_yorker = make.user(Role.REP, team=make.team(timezone="America/New_York"))
+    pool = make.pool(members=[new_yorker], daily_claim_limit=5)
+    evening = datetime(
+        2026, 3, 2, 23, 0, tzinfo=UTC
+    )  # 18:00 on 2 March in New York, 07:00 on 3 March in Shanghai
+    claim(make.customer(pool), new_yorker, evening - timedelta(hours=2))  # 16:00 on 2 March in New York
+    claim(make.customer(pool), new_yorker, evening)
+    load = services.user_load(db.session, new_yorker, pool.id, evening + timedelta(hours=6, minutes=30))
+    assert (load.claims_today, load.held) == (
+        0,
+        2,
+    )  # 00:30 on 3 March in New York (and in Shanghai): a new day
+    load = services.user_load(db.session, new_yorker, pool.id, evening + timedelta(minutes=30))
+    assert load.claims_today == 2  # still 2 March in New York (already 3 March in Shanghai)
 
 
 def test_release_does_not_refund_the_days_claim(make, rep):

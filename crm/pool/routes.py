@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import Blueprint, abort, flash, make_response, redirect, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from crm import clock
 from crm.access import access
@@ -31,7 +31,9 @@ from crm.permissions import (
     is_pool_admin,
     is_pool_member,
     manages,
+    pool_role_exprs,
     pool_roles,
+    roles_from,
     visible_pool_ids,
 )
 from crm.pool import board as board_q
@@ -81,18 +83,38 @@ class PoolAccess:
     can_assign: bool  # pool admins and managers
 
 
-def pool_access(pool: Pool, user: User) -> PoolAccess:
-    admin_of, member = pool_roles(db.session, user, pool)
+def _access_of(user: User, admin_of: bool, member: bool) -> PoolAccess:
     return PoolAccess(member=member, pool_admin=admin_of, can_assign=admin_of or user.role == Role.MANAGER)
 
 
-def _require_pool_view(pool: Pool) -> PoolAccess:
+def pool_access(pool: Pool, user: User) -> PoolAccess:
+    return _access_of(user, *pool_roles(db.session, user, pool))
+
+
+def _require_pool_view(pool: Pool, rights: PoolAccess | None = None) -> PoolAccess:
     """Members, pool admins, managers and admins may open a pool (SPEC §1); others get 403."""
     me = _me()
-    rights = pool_access(pool, me)
+    rights = rights or pool_access(pool, me)
     if not rights.member and not me.is_manager:
         abort(403, _("你不是「%(pool)s」的成员。", pool=pool.name))
     return rights
+
+
+_POOL_WITH_ROLES = select(Pool, *pool_role_exprs(bindparam("uid"), bindparam("team_id"), Pool.id)).where(
+    Pool.id == bindparam("pid")
+)
+
+
+def _viewable_pool_or_404(pool_id: int) -> tuple[Pool, PoolAccess]:
+    """``_pool_or_404`` and ``_require_pool_view`` in one round trip (the board asks on every request)."""
+    me = _me()
+    found = db.session.execute(
+        _POOL_WITH_ROLES, {"pid": pool_id, "uid": me.id, "team_id": me.team_id}
+    ).first()
+    if found is None or found[0].deleted_at is not None:
+        abort(404, _("公海不存在。"))
+    pool = found[0]
+    return pool, _require_pool_view(pool, _access_of(me, *roles_from(me, found[1], found[2])))
 
 
 def masks_for(pool: Pool | None, user: User) -> bool:
@@ -193,8 +215,7 @@ def _board_context(pool: Pool, filters: board_q.BoardFilters, rights: PoolAccess
 @access(Role.REP)
 def board(pool_id: int):
     """The pool board: claimable customers, best score first; filters, search and "load more" (htmx)."""
-    pool = _pool_or_404(pool_id)
-    rights = _require_pool_view(pool)
+    pool, rights = _viewable_pool_or_404(pool_id)
     filters = board_q.BoardFilters.from_args(request.args)
     ctx = _board_context(pool, filters, rights)
     if filters.cursor is not None and is_htmx():

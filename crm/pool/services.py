@@ -261,7 +261,19 @@ def _user_load_columns(uid, level_id, team_id) -> tuple:
     return held, cap, senior, tz
 
 
-_USER_LOAD = None
+def _user_load_statement(_dialect: str):
+    uid = bindparam("uid")
+    claims = select(ClaimCount.count).where(
+        ClaimCount.user_id == uid,
+        ClaimCount.pool_id == bindparam("pool_id"),
+        ClaimCount.day == bindparam("day"),
+    )
+    return select(
+        *_user_load_columns(uid, bindparam("level_id"), bindparam("team_id")), claims.scalar_subquery()
+    )
+
+
+_USER_LOAD = prebuilt(_user_load_statement)
 
 
 def _load_of(session: Session, n_held, cap, senior, timezone, claimed: int = 0) -> UserLoad:
@@ -271,30 +283,23 @@ def _load_of(session: Session, n_held, cap, senior, timezone, claimed: int = 0) 
 
 
 def user_load(session: Session, user: User, pool_id: int | None, now: datetime) -> UserLoad:
-    """Held / cap / seniority / team time zone in one query, today's claims from ``pool_id`` in a second
-    (the counters on every board page, and the checks of a claim)."""
-    from sqlalchemy import bindparam
-
-    global _USER_LOAD
-    if _USER_LOAD is None:  # built once (hot path)
-        _USER_LOAD = select(
-            *_user_load_columns(bindparam("uid"), bindparam("level_id"), bindparam("team_id"))
-        )
-    n_held, cap, senior, timezone = session.execute(
-        _USER_LOAD, {"uid": user.id, "level_id": user.level_id, "team_id": user.team_id}
-    ).one()
-    claimed = 0
-    if pool_id is not None:
-        day = clock.local_today(timezone or None, now)
-        claimed = (
-            session.scalar(
-                select(ClaimCount.count).where(
-                    ClaimCount.user_id == user.id, ClaimCount.pool_id == pool_id, ClaimCount.day == day
-                )
-            )
-            or 0
-        )
-    return _load_of(session, n_held, cap, senior, timezone, claimed)
+    """Held / cap / seniority / team time zone and today's claims from ``pool_id``, in one query (the
+    counters on every board page). Today is taken in the default zone; for a team with a zone of its
+    own where that is another day, the claims are read again for the team's day."""
+    day = clock.local_today(None, now)
+    params = {
+        "uid": user.id,
+        "level_id": user.level_id,
+        "team_id": user.team_id,
+        "pool_id": pool_id,
+        "day": day,
+    }
+    n_held, cap, senior, timezone, claimed = session.execute(_USER_LOAD(session), params).one()
+    if pool_id is None:
+        claimed = 0
+    elif timezone and clock.local_today(timezone, now) != day:
+        claimed = claims_today(session, user, pool_id, now)
+    return _load_of(session, n_held, cap, senior, timezone, claimed or 0)
 
 
 _USERS = User.__table__
