@@ -7,7 +7,10 @@ after the load), then measures through the Flask test client, 200 requests each 
 - the board's first page (full page, as a rep opens it) and the same as an htmx fragment;
 - a filtered page (region + grade, the htmx filter request) and a deep "load more" page (keyset cursor);
 - the bare SQL for the same rows (the board's ``SELECT … ORDER BY score DESC, id DESC LIMIT 31`` run on
-  the raw DB-API cursor), and the ratio request / bare SQL;
+  the raw DB-API cursor), and the ratio request / bare SQL; every statement the request runs, replayed on
+  the raw driver, and its ratio to the bare SQL (the request's database work);
+- two floors for reading those ratios: an empty route of a bare Flask app, and the app's ``/healthz``
+  (one ``SELECT 1``), through the same test client;
 - claiming from the board (``POST /customers/<id>/claim``, htmx), 200 claims by 50 reps.
 
 Targets: board p95 ≤ 30 ms, ≤ 3× the bare SQL; claim p95 ≤ 10 ms.
@@ -237,6 +240,17 @@ def bare_sql(engine, stmt):
     return run
 
 
+def empty_flask_request():
+    """A callable making one request to a bare Flask app (one route returning an empty body) through its
+    test client: the framework's own floor, below which no Flask page can go."""
+    from flask import Flask
+
+    bare_app = Flask("bench_floor")
+    bare_app.add_url_rule("/", "empty", lambda: "")
+    client = bare_app.test_client()
+    return lambda: client.get("/")
+
+
 def request_sql(engine, fn) -> list[tuple[str, object]]:
     """The SQL statements (as sent to the driver, with their parameters) that one call of ``fn`` runs."""
     from sqlalchemy import event
@@ -344,6 +358,9 @@ def measure(url: str, dialect: str, n: int) -> dict:
             results[f"sql_{name}"]["count"] = len(statements)
         for name, fn in bare.items():
             results[f"bare_{name}"] = timed(fn, n, warmup=50)
+        # Floors: what a request costs before it does any work, to read the "× bare SQL" ratio against.
+        results["floor_app"] = timed(lambda: get("/healthz"), n)
+        results["floor_flask"] = timed(empty_flask_request(), n)
         # Claims: 200 distinct customers from the top of the board, 50 reps taking turns (4 each).
         queue = iter(targets)
         counter = iter(range(10**9))
@@ -375,8 +392,13 @@ def report(dialect: str, results: dict) -> None:
         print(
             f"  {label:35s} {r['p50']:6.2f} / {r['p95']:6.2f} ({r['cpu50']:5.2f} / {r['cpu95']:5.2f})  [{ok}]"
         )
-        print(f"  {'':35s} rows SQL {b['p50']:5.2f} / {b['p95']:5.2f} → ×{r['p50'] / b['p50']:.1f} / ×{r['p95'] / b['p95']:.1f};"
-              f"  all SQL ({a['count']} stmts) {a['p50']:5.2f} / {a['p95']:5.2f} → ×{r['p50'] / a['p50']:.1f} / ×{r['p95'] / a['p95']:.1f}")  # fmt: skip
+        print(f"  {'':35s} rows SQL {b['p50']:5.2f} / {b['p95']:5.2f}: request ×{r['p50'] / b['p50']:.1f} / ×{r['p95'] / b['p95']:.1f};"
+              f"  all SQL ({a['count']} stmts) {a['p50']:5.2f} / {a['p95']:5.2f} = ×{a['p50'] / b['p50']:.1f} / ×{a['p95'] / b['p95']:.1f} of rows SQL")  # fmt: skip
+    for name, label in (("floor_flask", "floor: empty route, bare Flask app"),
+                        ("floor_app", "floor: /healthz (SELECT 1, JSON)")):  # fmt: skip
+        r, b = results[name], results["bare_first"]
+        print(f"  {label:35s} {r['p50']:6.2f} / {r['p95']:6.2f} → ×{r['p50'] / b['p50']:.1f} / "
+              f"×{r['p95'] / b['p95']:.1f} of the rows SQL")  # fmt: skip
     r = results["claim"]
     print(f"  {'claim from the board (htmx POST)':35s} {r['p50']:6.2f} / {r['p95']:6.2f} ({r['cpu50']:5.2f} / "
           f"{r['cpu95']:5.2f})  [{'OK' if r['p95'] <= 10 else 'SLOW'}]")  # fmt: skip
