@@ -639,13 +639,13 @@ def open_amounts(session: Session, owner_id: int) -> dict[int, Decimal]:
     return {stage_id: Decimal(str(total)) for stage_id, total in rows}
 
 
-def _follow_owner_statement(_dialect: str):
+def _follow_owner_statement(ids) -> object:
     o, c = Opportunity.__table__.c, Customer.__table__.c
     new_owner = select(c.owner_id).where(c.id == o.customer_id).scalar_subquery()
     return (
         update(Opportunity.__table__)
         .where(
-            o.customer_id.in_(bindparam("ids", expanding=True)),
+            o.customer_id.in_(ids),
             o.status == OPEN,
             exists().where(c.id == o.customer_id, c.owner_id.is_not(None)),
         )
@@ -653,13 +653,20 @@ def _follow_owner_statement(_dialect: str):
     )
 
 
-_FOLLOW_OWNER = prebuilt(_follow_owner_statement)  # Core, built once: it runs on every claim and move
+# Core, built once: it runs on every claim and move.
+_FOLLOW_OWNER = prebuilt(lambda _dialect: _follow_owner_statement(bindparam("ids", expanding=True)))
 
 
 @signals.ownership_changed.connect
-def _follow_owner(sender=None, *, session: Session, now: datetime, customer_ids=None, **_kw) -> None:
+def _follow_owner(
+    sender=None, *, session: Session, now: datetime, customer_ids=None, id_query=None, **_kw
+) -> None:
     """A customer changed hands: its open opportunities follow the new owner (set-based); unowned
-    customers keep the last owner on their open opportunities until someone takes them."""
+    customers keep the last owner on their open opportunities until someone takes them. A sweep passes
+    its ids as a SELECT (``id_query``): 100,000 bound values would pass PostgreSQL's 65,535 limit."""
+    if id_query is not None:
+        session.execute(_follow_owner_statement(id_query))
+        return
     if not customer_ids:
         return
     session.execute(_FOLLOW_OWNER(session), {"ids": list(customer_ids)})

@@ -28,6 +28,7 @@ the microsecond. Times are UTC; days are counted in the team time zone (``CRM_TI
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -51,12 +52,16 @@ from crm.models import (
     Stage,
 )
 from crm.models.types import UTCDateTime
+from crm.recycle import split_scan
 from crm.recycle.calendar import holiday_map
 from crm.settings import store
 
 C = Customer.__table__.c
 DAY = timedelta(days=1)
 NOT_DUE = 99  # bucket of a customer not due within the preview horizon
+# A pool whose customer ids span at least this many has the preview's counting scan split into id ranges, one
+# per core, each on its own connection (the databases release the GIL while they scan).
+SPLIT_SCAN_MIN_SPAN = 200_000
 
 
 # ---------------------------------------------------------------- rule data
@@ -736,8 +741,9 @@ def preview(
         return Preview(now, bounds, owned, 0, 0, empty_days, [])
     warn_leads = [r.warn_days * DAY if r.warn_days else None for r in rules]
 
-    def per_rule_query(*extra, combined: bool = False):
-        ev = evaluated(rules, ctx, *extra, where=where, scoped=True)
+    def per_rule_query(*extra, combined: bool = False, id_range: tuple[int, int] | None = None):
+        scope = where if id_range is None else (*where, C.id.between(*id_range))
+        ev = evaluated(rules, ctx, *extra, where=scope, scoped=True)
         # In the warning window now and not due now: due_on(now, lead) and not due_on(now), with the shared
         # conditions (applies, unprotected now) evaluated once.
         warn_terms = [
@@ -768,11 +774,17 @@ def preview(
 
     # One pass for the counts: each customer's first bucket and warning flag computed once (an inner query),
     # then grouped — a handful of groups, no per-bucket conditional sums re-evaluating the minimum.
-    keyed = per_rule_query(combined=True)
+    def grouped(id_range=None):
+        keyed = per_rule_query(combined=True, id_range=id_range)
+        return select(keyed.c.first, keyed.c.warn, func.count()).group_by(keyed.c.first, keyed.c.warn)
+
+    ranges = _scan_ranges(session, pool_id)
+    if ranges:
+        groups = split_scan.run_all(session.get_bind(), [grouped(r) for r in ranges])
+    else:
+        groups = session.execute(grouped()).all()
     owned, warned, counts = 0, 0, [0] * len(bounds)
-    for bucket, warn, n in session.execute(
-        select(keyed.c.first, keyed.c.warn, func.count()).group_by(keyed.c.first, keyed.c.warn)
-    ):
+    for bucket, warn, n in groups:
         owned += n
         if bucket < len(bounds):
             counts[bucket] += n
@@ -820,6 +832,21 @@ def preview(
         )
     per_day = [(today + timedelta(days=k), counts[k + 1]) for k in range(8)]
     return Preview(now, bounds, owned, warned, counts[0], per_day, sample)
+
+
+def _scan_ranges(session: Session, pool_id: int) -> list[tuple[int, int]]:
+    """Id ranges splitting a large pool's scan over the cores (each an index look-up to find), or [] for one
+    statement: one core, a small pool, or an in-memory SQLite database that other connections cannot see."""
+    workers = min(os.cpu_count() or 1, 4)
+    bind = session.get_bind()
+    if workers < 2 or (bind.dialect.name == "sqlite" and bind.url.database in (None, "", ":memory:")):
+        return []
+    low = session.scalar(select(func.min(C.id)).where(C.pool_id == pool_id))
+    high = session.scalar(select(func.max(C.id)).where(C.pool_id == pool_id))
+    if low is None or high - low + 1 < SPLIT_SCAN_MIN_SPAN:
+        return []
+    step = (high - low) // workers + 1
+    return [(low + k * step, min(high, low + (k + 1) * step - 1)) for k in range(workers)]
 
 
 def _user_names(session: Session, ids: set) -> dict[int, str]:
