@@ -104,8 +104,7 @@ def enqueue(
     returned instead of enqueuing a second copy.
     """
     app = current_app._get_current_object()
-    down_until = app.extensions.get("crm_redis_down_until", 0.0)
-    if time.monotonic() < down_until:
+    if _redis_down(app):
         log.info("skipped enqueue of %s: Redis was unreachable moments ago", _name(func))
         return None
     try:
@@ -116,11 +115,70 @@ def enqueue(
                 return existing
         return q.enqueue(func, *args, job_id=job_id, **kwargs)
     except (RedisError, OSError, RuntimeError) as exc:
-        # RuntimeError: the embedded server could not be started.
-        app.extensions["crm_redis_down_until"] = time.monotonic() + REDIS_RETRY_SECONDS
-        app.extensions.pop("crm_redis", None)
-        log.warning("could not enqueue %s: %s (the periodic jobs will pick the work up)", _name(func), exc)
+        _mark_down(app, _name(func), exc)
         return None
+
+
+def _redis_down(app) -> bool:
+    return time.monotonic() < app.extensions.get("crm_redis_down_until", 0.0)
+
+
+def _mark_down(app, what: str, exc: Exception) -> None:
+    # RuntimeError: the embedded server could not be started.
+    app.extensions["crm_redis_down_until"] = time.monotonic() + REDIS_RETRY_SECONDS
+    app.extensions.pop("crm_redis", None)
+    log.warning("could not enqueue %s: %s (the periodic jobs will pick the work up)", what, exc)
+
+
+# A coalesced job is asked for again at most this often while one is pending (see ``enqueue_coalesced``).
+COALESCE_SECONDS = 60
+
+
+def enqueue_coalesced(func: str, item: str, *, queue: str = "default") -> bool:
+    """Add ``item`` to the pending list of ``func`` and make sure one ``func`` job will drain it (``drain``).
+
+    For work that arrives one small piece per request (the API's deferred duplicate check): one Redis
+    round trip per call — the list push and a "drain job pending" flag set in one transaction — and an rq
+    job only when no drain is pending, instead of a job per request. Every item pushed is drained: a drain
+    clears the flag before it pops, so an item pushed after its last pop sets the flag again and asks for
+    a new job. Returns False when Redis is unreachable (the caller then does the work itself)."""
+    app = current_app._get_current_object()
+    if _redis_down(app):
+        return False
+    key = _pending_key(func)
+    try:
+        pipe = get_redis().pipeline(transaction=True)
+        pipe.rpush(key, item)
+        pipe.set(f"{key}:job", 1, nx=True, ex=COALESCE_SECONDS)
+        _length, asked = pipe.execute()
+        if asked:
+            get_queue(queue).enqueue(func)
+        return True
+    except (RedisError, OSError, RuntimeError) as exc:
+        _mark_down(app, func, exc)
+        return False
+
+
+def drain(func: str, handle: Callable[[list[str]], object], batch: int = 200) -> int:
+    """Pop the pending items of ``func`` (see ``enqueue_coalesced``) ``batch`` at a time and ``handle`` them,
+    until none are left; for its job. A batch whose ``handle`` raises is pushed back before the error goes
+    on (the job fails, and a retry or the next drain takes it). Returns how many items were handled."""
+    redis = get_redis()
+    key = _pending_key(func)
+    redis.delete(f"{key}:job")
+    handled = 0
+    while items := [item.decode() for item in redis.lpop(key, batch) or []]:
+        try:
+            handle(items)
+        except Exception:
+            redis.lpush(key, *reversed(items))
+            raise
+        handled += len(items)
+    return handled
+
+
+def _pending_key(func: str) -> str:
+    return f"crm:pending:{func}"
 
 
 def _waiting_job(q: Queue, job_id: str) -> Job | None:

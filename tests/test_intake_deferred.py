@@ -1,5 +1,6 @@
 """The API's possible-duplicate check in the background: leads that routing does not wait for are checked
-by an rq job (run here through a SimpleWorker against real Redis); routable leads are checked at once."""
+by an rq job (run here through a SimpleWorker against real Redis) that drains the checks of many requests;
+routable leads are checked at once."""
 
 from __future__ import annotations
 
@@ -26,12 +27,18 @@ SIMILAR = {
 }
 
 
+def _clear(conn) -> None:
+    queues.get_queue("default").empty()
+    for key in conn.keys("crm:pending:*"):
+        conn.delete(key)
+
+
 @pytest.fixture
 def redis_conn(app):
     conn = queues.get_redis()
-    queues.get_queue("default").empty()
+    _clear(conn)
     yield conn
-    queues.get_queue("default").empty()
+    _clear(conn)
 
 
 @pytest.fixture
@@ -146,3 +153,45 @@ def test_an_array_of_leads_is_checked_in_one_job(api, token, pool, make, redis_c
     _work(redis_conn)
     db.session.expire_all()
     assert _conflicts() == [(results[0]["id"], existing.id)]
+
+
+def test_many_requests_share_one_job_and_each_requests_leads_are_checked(api, token, pool, make, redis_conn):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    ids = [
+        api(token).post("/api/v1/leads", json=SIMILAR | {"phone": f"1360013600{k}", "email": f"{k}@rf.cn",
+                                                         "wechat": f"rf_{k}"}).json["id"]
+        for k in range(3)
+    ]  # fmt: skip
+    assert queues.get_queue("default").count == 1
+    _work(redis_conn)
+    db.session.expire_all()
+    # Each lead against what was there before it (as at intake): the first against the old customer, the
+    # later ones against it and the earlier leads.
+    assert sorted(_conflicts()) == sorted(
+        [(ids[0], existing.id), (ids[1], existing.id), (ids[1], ids[0]),
+         (ids[2], existing.id), (ids[2], ids[0]), (ids[2], ids[1])]
+    )  # fmt: skip
+    assert redis_conn.llen("crm:pending:workers.jobs.check_possible_duplicates") == 0
+    # The next request asks for a job of its own (the drain cleared the flag).
+    resp = api(token).post(
+        "/api/v1/leads", json=SIMILAR | {"phone": "13700137000", "email": "n@rf.cn", "wechat": "rf_new"}
+    )
+    assert resp.status_code == 201 and queues.get_queue("default").count == 1
+
+
+def test_a_failing_drain_puts_its_batch_back(app, redis_conn):
+    seen = []
+
+    def handle(items):
+        seen.append(items)
+        raise RuntimeError("database down")
+
+    with app.test_request_context():
+        assert queues.enqueue_coalesced("workers.jobs.heartbeat", "1,2")
+        assert queues.enqueue_coalesced("workers.jobs.heartbeat", "3")
+        with pytest.raises(RuntimeError):
+            queues.drain("workers.jobs.heartbeat", handle)
+        assert seen == [["1,2", "3"]]
+        handled = []
+        assert queues.drain("workers.jobs.heartbeat", handled.extend) == 2
+    assert handled == ["1,2", "3"]

@@ -161,13 +161,31 @@ def weekly_digest() -> int:
 
 
 @app_job
-def check_possible_duplicates(customer_ids: list[int]) -> int:
+def check_possible_duplicates(customer_ids: list[int] | None = None) -> int:
     """The deferred similar-company check of leads taken in by the API (``intake(defer_fuzzy=True)``):
-    opens their conflicts; idempotent (pairs already in the queue are skipped). Returns conflicts opened."""
-    from crm import clock
+    opens their conflicts; idempotent (pairs already in the queue are skipped). Returns conflicts opened.
+
+    Without ids it drains the leads queued by requests (``queues.enqueue_coalesced``: one job for many
+    requests), each request's leads checked together as at intake, committed per batch of requests."""
+    from crm import clock, queues
     from crm.extensions import db
+    from crm.intake.services import DEFERRED_CHECK
     from crm.intake.services import check_possible_duplicates as check
 
-    found = check(db.session, customer_ids, clock.now())
-    db.session.commit()
-    return sum(len(pairs) for pairs in found.values())
+    opened = 0
+
+    def run(groups: list[list[int]]) -> None:
+        nonlocal opened
+        now = clock.now()
+        for group in groups:
+            opened += sum(len(pairs) for pairs in check(db.session, group, now).values())
+        db.session.commit()
+
+    if customer_ids is not None:
+        run([customer_ids])
+    else:
+        queues.drain(
+            DEFERRED_CHECK,
+            lambda items: run([[int(i) for i in item.split(",")] for item in items]),
+        )
+    return opened

@@ -675,13 +675,17 @@ def _deferrable(
     ]
 
 
-def _check_later(session: Session, ids: list[int], outcomes: list[Outcome], now: datetime) -> None:
-    """Enqueue the deferred possible-duplicate check of ``ids`` (committed leads); Redis unreachable: run
-    it now, so no lead goes unchecked."""
-    from crm.queues import enqueue
+# The rq job that runs deferred checks (``workers.jobs.check_possible_duplicates``; named, not imported:
+# the app does not import the workers).
+DEFERRED_CHECK = "workers.jobs.check_possible_duplicates"
 
-    job = enqueue("workers.jobs.check_possible_duplicates", ids)
-    if job is not None:
+
+def _check_later(session: Session, ids: list[int], outcomes: list[Outcome], now: datetime) -> None:
+    """Queue the deferred possible-duplicate check of ``ids`` (committed leads; one job drains the checks of
+    many requests); Redis unreachable: run it now, so no lead goes unchecked."""
+    from crm.queues import enqueue_coalesced
+
+    if enqueue_coalesced(DEFERRED_CHECK, ",".join(str(i) for i in ids)):
         for outcome in outcomes:
             outcome.duplicate_check = "queued"
         return
