@@ -65,3 +65,31 @@ def test_ledger_triggers_exist_and_refuse_update_and_delete(migrated_app):
             db.session.execute(text(statement), {"id": event_id})
         db.session.rollback()
     assert db.session.scalar(text("SELECT count(*) FROM pool_events WHERE id = :id"), {"id": event_id}) == 1
+
+
+def test_ledger_rows_must_name_a_customer_and_keep_it(migrated_app):
+    """No foreign key on pool_events.customer_id (a sweep writes 100k rows at once): triggers refuse a row
+    for a customer that does not exist, in a single insert or among many, and the delete of a customer
+    that has a ledger."""
+    ensure_defaults(db.session, clock.now())
+    make = Factory(db.session)
+    customer = make.customer(make.pool())
+    db.session.commit()
+    insert = (
+        "INSERT INTO pool_events (customer_id, kind, at) SELECT c, 'note', CURRENT_TIMESTAMP FROM ({}) AS ids"
+    )
+    one_bad = "SELECT 987654 AS c"
+    mixed = f"SELECT {customer.id} AS c UNION ALL SELECT 987654 UNION ALL SELECT {customer.id}"
+    before = db.session.scalar(text("SELECT count(*) FROM pool_events"))
+    for ids in (one_bad, mixed):
+        with pytest.raises(DBAPIError, match="must name a customer"):
+            db.session.execute(text(insert.format(ids)))
+        db.session.rollback()
+    db.session.execute(text(insert.format(f"SELECT {customer.id} AS c UNION ALL SELECT {customer.id}")))
+    db.session.commit()
+    assert db.session.scalar(text("SELECT count(*) FROM pool_events")) == before + 2
+    db.session.execute(text("DELETE FROM name_grams WHERE customer_id = :id"), {"id": customer.id})
+    with pytest.raises(DBAPIError, match="cannot be deleted"):
+        db.session.execute(text("DELETE FROM customers WHERE id = :id"), {"id": customer.id})
+    db.session.rollback()
+    assert db.session.get(type(customer), customer.id) is not None

@@ -137,11 +137,13 @@ class PoolEvent(db.Model):
 
     ``dedupe_key`` makes "exactly once" moves idempotent (e.g. ``recycle:<customer>:<holding>``).
 
-    Only ``customer_id`` is a foreign key. The other references (users, pools, rules) are plain integers on
-    purpose: those rows are never deleted (users are deactivated, pools and rules soft-deleted), every writer
-    takes the ids from live rows, and a recycle sweep writes ~100k ledger rows at once, where each foreign
-    key costs a per-row check (on PostgreSQL a trigger, an index probe and a row lock on the referenced
-    row) — the bulk of the sweep's time (issue 5, Speed). The relationships below are view-only joins.
+    No column is a foreign key, on purpose: a recycle sweep writes ~100k ledger rows at once, where each
+    foreign key costs a per-row check (on PostgreSQL a trigger, an index probe and a row lock on the
+    referenced row) — the bulk of the sweep's time (issue 5, Speed). ``customer_id`` is checked by triggers
+    instead (``ledger_guard``: on PostgreSQL once per statement): it must name a customer, and a customer
+    with a ledger cannot be deleted. The other references (users, pools, rules) name rows that are never
+    deleted (users are deactivated, pools and rules soft-deleted), and every writer takes the ids from live
+    rows. The relationships below are view-only joins.
     """
 
     __tablename__ = "pool_events"
@@ -154,7 +156,7 @@ class PoolEvent(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    customer_id: Mapped[int] = mapped_column(Integer)  # customers.id, checked by triggers (see above)
     kind: Mapped[str] = mapped_column(String(24))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # users.id, no FK (see above)

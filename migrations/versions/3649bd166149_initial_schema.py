@@ -609,7 +609,6 @@ def upgrade():
     sa.Column('holding_no', sa.Integer(), nullable=True),
     sa.Column('data', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=True),
     sa.Column('dedupe_key', sa.String(length=120), nullable=True),
-    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_pool_events_customer_id_customers')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pool_events')),
     sa.UniqueConstraint('dedupe_key', name=op.f('uq_pool_events_dedupe_key'))
     )
@@ -763,7 +762,8 @@ def upgrade():
                     postgresql_where=sa.text("fanned_out_at IS NULL AND status = 'open'"),
                     sqlite_where=sa.text("fanned_out_at IS NULL AND status = 'open'"))
 
-    # The ledger is append-only: triggers refuse UPDATE and DELETE on pool_events.
+    # The ledger is append-only (triggers refuse UPDATE and DELETE on pool_events), and triggers check its
+    # customer_id (crm/models/ledger_guard.py).
     from crm.models.ledger_guard import statements
 
     for sql in statements(op.get_bind().dialect.name):
