@@ -1,6 +1,6 @@
 """Intake and scoring benchmark: 1,000,000 existing customers on SQLite and PostgreSQL.
 
-    /work/main/.venv/bin/python bench/intake.py [--backend sqlite|postgres|both] [--customers 1000000] [--rebuild]
+    /work/main/.venv/bin/python bench/intake.py [--backend sqlite|postgres|both] [--customers 1000000] [--rebuild] [--only api …]
 
 Builds the data set once, set-based (``INSERT … SELECT`` from a recursive CTE / generate_series: customers with
 distinct realistic company names, their name grams, behaviour events, follow-ups, won/lost opportunities),
@@ -480,7 +480,10 @@ def bench_recompute(db) -> dict:
             "nightly_changed": nightly["changed"], "customers": first["customers"], "base": base, "rows": rows}  # fmt: skip
 
 
-def run(backend: str, n: int, rebuild: bool) -> None:
+PARTS = ("exact", "fuzzy", "api", "import", "recompute")
+
+
+def run(backend: str, n: int, rebuild: bool, parts: tuple[str, ...] = PARTS) -> None:
     from crm import create_app
     from crm.extensions import db
 
@@ -510,28 +513,32 @@ def run(backend: str, n: int, rebuild: bool) -> None:
             db.session.rollback()
         if rebuild or have < n:
             build(app, n)
-        rng = random.Random(7)
-        exact = bench_exact(db, rng, n)
+        if "exact" in parts:
+            exact = bench_exact(db, random.Random(7), n)
+            print(f"  exact check     p50 {fmt_ms(exact['p50'])}  p95 {fmt_ms(exact['p95'])}  (target ≤ 5 ms; "
+                  f"bare indexed SELECT p95 {fmt_ms(exact['base_p95'])}, ratio {exact['p95'] / exact['base_p95']:.1f}×; "
+                  f"answers right {exact['correct']:.0%})")  # fmt: skip
         rng = random.Random()  # new leads each run (the data set is reused)
-        print(f"  exact check     p50 {fmt_ms(exact['p50'])}  p95 {fmt_ms(exact['p95'])}  (target ≤ 5 ms; "
-              f"bare indexed SELECT p95 {fmt_ms(exact['base_p95'])}, ratio {exact['p95'] / exact['base_p95']:.1f}×; "
-              f"answers right {exact['correct']:.0%})")  # fmt: skip
-        fuzzy = bench_fuzzy(db, rng, n)
-        print(f"  fuzzy check     p50 {fmt_ms(fuzzy['p50'])}  p95 {fmt_ms(fuzzy['p95'])}  (target ≤ 50 ms; "
-              f"brute force over all names {fmt_ms(fuzzy['brute_median'])}, {fuzzy['brute_median'] / fuzzy['p50']:.0f}× "
-              f"slower; recall {fuzzy['recall']:.0%} of {fuzzy['eligible']} planted variants scoring ≥ 85)")  # fmt: skip
-        api = bench_api(app, db, rng)
-        print(f"  API intake      {api['rate']:.0f} leads/s  (target ≥ 200; statuses {api['statuses']}; "
-              f"{api['cpu_ms']:.1f} ms CPU per lead in this process; arrays of 100: {api['batch_rate']:.0f} leads/s; "
-              f"bare committed INSERTs {api['base_rate']:.0f}/s)")  # fmt: skip
-        imp = bench_import(app, db, rng)
-        print(f"  10k-row import  preview {imp['preview']:.1f} s + import {imp['import']:.1f} s = {imp['total']:.1f} s "
-              f"(target ≤ 20 s; created {imp['created']}, errors {imp['errors']}, existing {imp['duplicates']}; "
-              f"openpyxl read alone {imp['base']:.1f} s)")  # fmt: skip
-        rec = bench_recompute(db)
-        print(f"  score recompute {rec['customers']:,} customers: first pass {rec['first']:.1f} s "
-              f"({rec['first_changed']:,} written), next night {rec['nightly']:.1f} s "
-              f"({rec['nightly_changed']:,} written)  (target ≤ 60 s; bare scan {rec['base']:.1f} s)")  # fmt: skip
+        if "fuzzy" in parts:
+            fuzzy = bench_fuzzy(db, rng, n)
+            print(f"  fuzzy check     p50 {fmt_ms(fuzzy['p50'])}  p95 {fmt_ms(fuzzy['p95'])}  (target ≤ 50 ms; "
+                  f"brute force over all names {fmt_ms(fuzzy['brute_median'])}, {fuzzy['brute_median'] / fuzzy['p50']:.0f}× "
+                  f"slower; recall {fuzzy['recall']:.0%} of {fuzzy['eligible']} planted variants scoring ≥ 85)")  # fmt: skip
+        if "api" in parts:
+            api = bench_api(app, db, rng)
+            print(f"  API intake      {api['rate']:.0f} leads/s  (target ≥ 200; statuses {api['statuses']}; "
+                  f"{api['cpu_ms']:.1f} ms CPU per lead in this process; arrays of 100: {api['batch_rate']:.0f} leads/s; "
+                  f"bare committed INSERTs {api['base_rate']:.0f}/s)")  # fmt: skip
+        if "import" in parts:
+            imp = bench_import(app, db, rng)
+            print(f"  10k-row import  preview {imp['preview']:.1f} s + import {imp['import']:.1f} s = {imp['total']:.1f} s "
+                  f"(target ≤ 20 s; created {imp['created']}, errors {imp['errors']}, existing {imp['duplicates']}; "
+                  f"openpyxl read alone {imp['base']:.1f} s)")  # fmt: skip
+        if "recompute" in parts:
+            rec = bench_recompute(db)
+            print(f"  score recompute {rec['customers']:,} customers: first pass {rec['first']:.1f} s "
+                  f"({rec['first_changed']:,} written), next night {rec['nightly']:.1f} s "
+                  f"({rec['nightly_changed']:,} written)  (target ≤ 60 s; bare scan {rec['base']:.1f} s)")  # fmt: skip
         db.session.remove()
         db.engine.dispose()
 
@@ -541,10 +548,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--customers", type=int, default=1_000_000)
     parser.add_argument("--rebuild", action="store_true", help="rebuild the data set even if present")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only these measurements (repeatable)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("CRM_TIMEZONE", "Asia/Shanghai")
     for backend in ("sqlite", "postgres") if args.backend == "both" else (args.backend,):
-        run(backend, args.customers, args.rebuild)
+        run(backend, args.customers, args.rebuild, tuple(args.only or PARTS))
 
 
 if __name__ == "__main__":
