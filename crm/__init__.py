@@ -12,7 +12,7 @@ from flask_login import current_user
 
 from crm import access, clock
 from crm.config import build_config
-from crm.extensions import babel, csrf, db, login_manager, migrate
+from crm.extensions import babel, csrf, db, install_idle_ping, login_manager, migrate
 
 # Feature blueprints, by import path; each module exposes ``bp``.
 BLUEPRINTS = [
@@ -51,6 +51,9 @@ def create_app(config: dict | None = None) -> Flask:
 
     install_input_guards(app)
     db.init_app(app)
+    with app.app_context():
+        for engine in db.engines.values():
+            install_idle_ping(engine)
     migrate.init_app(
         app,
         db,

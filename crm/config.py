@@ -45,7 +45,8 @@ def build_config(instance_path: Path) -> dict:
     return {
         "SECRET_KEY": _secret_key(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url(instance_path),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # No pool_pre_ping: a connection is pinged only after sitting idle (extensions.install_idle_ping).
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
         "REDIS_URL": os.environ.get("REDIS_URL", "").strip() or None,
         "CRM_TIMEZONE": os.environ.get("CRM_TIMEZONE", "Asia/Shanghai"),
         # A phone left open all day must still be able to post.

@@ -49,7 +49,7 @@ _PG_GRAMS_AND_STATS = text(
     "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
 )
 _PG_STATS = text(
-    "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:grams AS varchar[]), CAST(:ns AS integer[])) "
+    "INSERT INTO name_gram_stats (gram, n) SELECT * FROM unnest(CAST(:sgrams AS varchar[]), CAST(:ns AS integer[])) "
     "ON CONFLICT (gram) DO UPDATE SET n = name_gram_stats.n + excluded.n"
 )
 
@@ -117,12 +117,10 @@ def _bump_stats(session_or_conn, counts: Counter) -> None:
     if not counts:
         return
     _adjust(session_or_conn, counts, 1)
-    ordered = sorted(counts.items())
     if _dialect(session_or_conn) == "postgresql":
-        session_or_conn.execute(
-            _PG_STATS, {"grams": [g for g, _n in ordered], "ns": [n for _g, n in ordered]}
-        )
+        session_or_conn.execute(_PG_STATS, stats_params(counts))
         return
+    ordered = sorted(counts.items())
     stmt = sqlite.insert(NameGramStat.__table__)
     stmt = stmt.on_conflict_do_update(
         index_elements=["gram"], set_={"n": NameGramStat.__table__.c.n + stmt.excluded.n}
@@ -130,32 +128,41 @@ def _bump_stats(session_or_conn, counts: Counter) -> None:
     session_or_conn.execute(stmt, [{"gram": g, "n": n} for g, n in ordered])
 
 
-def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
-    """Insert the grams of (customer_id, name_key) pairs whose customers have none yet. Returns rows.
-
-    PostgreSQL gets one ``INSERT … SELECT unnest(…)`` (an import writes ~70,000 grams), SQLite an
-    executemany (already a tight C loop there)."""
+def gram_rows(pairs: Iterable[tuple[int | None, str]]) -> tuple[list[str], list[int | None], Counter]:
+    """The gram rows of (customer_id, name_key) pairs: grams, their customer ids, and each gram's count."""
     grams: list[str] = []
-    ids: list[int] = []
+    ids: list[int | None] = []
     counts: Counter = Counter()
     for customer_id, key in pairs:
         for gram in normalize.name_grams(key):
             grams.append(gram)
             ids.append(customer_id)
             counts[gram] += 1
+    return grams, ids, counts
+
+
+def stats_params(counts: Counter) -> dict[str, list]:
+    """Bind values of a PostgreSQL statistics upsert (sorted, so concurrent writers lock rows in one order)."""
+    ordered = sorted(counts.items())
+    return {"sgrams": [g for g, _n in ordered], "ns": [n for _g, n in ordered]}
+
+
+def counted(session_or_conn, counts: Counter) -> None:
+    """Grams and statistics written by a statement of the caller's own (``intake.inserts``): keep this
+    process's cached counts in step, as ``write_grams`` does."""
+    _adjust(session_or_conn, counts, 1)
+
+
+def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
+    """Insert the grams of (customer_id, name_key) pairs whose customers have none yet. Returns rows.
+
+    PostgreSQL gets one ``INSERT … SELECT unnest(…)`` (an import writes ~70,000 grams), SQLite an
+    executemany (already a tight C loop there)."""
+    grams, ids, counts = gram_rows(pairs)
     if grams:
         if _dialect(session) == "postgresql" and len(grams) <= 50_000:
-            # Grams and their counts in one statement (one round trip per lead on the API path).
-            ordered = sorted(counts.items())
-            session.execute(
-                _PG_GRAMS_AND_STATS,
-                {
-                    "grams": grams,
-                    "ids": ids,
-                    "sgrams": [g for g, _n in ordered],
-                    "ns": [n for _g, n in ordered],
-                },
-            )
+            # Grams and their counts in one statement.
+            session.execute(_PG_GRAMS_AND_STATS, {"grams": grams, "ids": ids, **stats_params(counts)})
             _adjust(session, counts, 1)
             return len(grams)
         if _dialect(session) == "postgresql":

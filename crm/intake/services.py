@@ -22,20 +22,22 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from types import SimpleNamespace
 
 from flask_babel import gettext as _
-from sqlalchemy import func, insert, or_, select, text, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from crm import signals
 from crm.dbutil import is_postgres
 from crm.intake import (
     config,
-    grams,  # also installs the key/gram sync hooks
+    grams,  # noqa: F401 (installs the key/gram sync hooks)
     normalize,
 )
 from crm.intake.dedupe import Keys, Match, exact_matches, fuzzy_matches
+from crm.intake.inserts import insert_leads
 from crm.intake.txcache import process_memo
 from crm.models import (
     Activity,
@@ -55,7 +57,7 @@ from crm.models import (
 )
 from crm.notify import notify
 from crm.pool.autoassign import auto_assign
-from crm.pool.services import record_event, record_events
+from crm.pool.services import record_event
 from crm.scoring import config as scoring_config
 from crm.scoring import services as scoring
 
@@ -233,10 +235,19 @@ def lead_pool(session: Session, now: datetime) -> Pool:
 
     The choice is remembered per process (``process_memo``: dropped when this process writes a pool or
     a setting); the pool row itself is read each time, so a pool disabled or deleted since is never used."""
-    cached = process_memo(session, "lead_pool_id", lambda: _usable(_choose_lead_pool(session)))
+    cached = _lead_pool_id(session)
     pool = session.get(Pool, cached) if cached else None
     if pool is not None and _usable(pool):
         return pool
+    return _new_lead_pool(session, now)
+
+
+def _lead_pool_id(session: Session) -> int | None:
+    return process_memo(session, "lead_pool_id", lambda: _usable(_choose_lead_pool(session)))
+
+
+def _new_lead_pool(session: Session, now: datetime) -> Pool:
+    """``lead_pool`` when the remembered choice is gone: choose again, or make a 新线索池."""
     pool = _choose_lead_pool(session)
     if pool is None:
         pool = Pool(name="新线索池", description=_("新进线索,等待分配或领取"), kind="lead", created_at=now,
@@ -274,12 +285,32 @@ def _check_pool(pool: Pool) -> None:
 
 
 def _lock(session: Session) -> None:
-    """Serialise intakes: the check-then-create below must not interleave with another intake's."""
+    """Serialise intakes (and merges): the check-then-create of ``intake`` must not interleave with
+    another's. PostgreSQL: an advisory lock; SQLite: its database write lock, which any write takes for
+    the rest of the transaction."""
     if is_postgres(session):
         session.execute(_PG_LOCK, {"k": _ADVISORY_LOCK})
     else:
-        # Any write takes SQLite's database write lock for the rest of the transaction.
         session.execute(_SQLITE_LOCK)
+
+
+def _lock_with_pool(session: Session, pool: Pool | None, now: datetime) -> Pool:
+    """``_lock``, and the pool the leads go to: ``pool``, else the lead pool (``lead_pool``). PostgreSQL
+    takes its lock in the statement that reads the lead pool's row (one round trip for both: an API lead
+    names no pool)."""
+    if pool is not None or not is_postgres(session) or (pool_id := _lead_pool_id(session)) is None:
+        _lock(session)
+        return pool or lead_pool(session, now)
+    found = session.scalar(_PG_LOCK_WITH_POOL, {"k": _ADVISORY_LOCK, "pool_id": pool_id})
+    return found if _usable(found) else _new_lead_pool(session, now)
+
+
+# The lock taken in a one-row subquery, so it is held even when the pool's row is not found.
+_PG_LOCK_WITH_POOL = (
+    select(Pool)
+    .select_from(select(func.pg_advisory_xact_lock(bindparam("k")).label("locked")).subquery("intake_lock"))
+    .outerjoin(Pool, Pool.id == bindparam("pool_id"))
+)
 
 
 def _first_stage_id(session: Session) -> int | None:
@@ -326,8 +357,7 @@ def intake(
         raise ValueError(f"unknown source {source!r}")
     try:
         # First statement that writes: the lock (SQLite's write lock, or PostgreSQL's advisory lock).
-        _lock(session)
-        pool = pool or lead_pool(session, now)
+        pool = _lock_with_pool(session, pool, now)
         _check_pool(pool)
         score_cfg = scoring_config.get(session)
         prepared = prepared or [prepare(lead) for lead in leads]
@@ -369,7 +399,20 @@ def intake(
             )
             created.append((index, customer))
         session.flush()
-        _insert_customers(session, [c for _i, c in created])
+        # The customers, their grams and their "created" ledger rows (no ORM unit of work for rows nobody
+        # reads back here).
+        insert_leads(
+            session,
+            [customer for _i, customer in created],
+            [
+                {"kind": EventKind.CREATED, "at": now, "actor_id": actor.id if actor else None,
+                 "actor_system": None if actor else f"intake:{source}", "pool_id": pool.id,
+                 "result": customer.channel or texts.source,
+                 "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
+                          "batch_id": batch.id if batch else None}}
+                for _i, customer in created
+            ],
+        )  # fmt: skip
         by_index = dict(created)
         for index, first, matched_on in repeats:
             lead = by_index[first]
@@ -378,18 +421,6 @@ def intake(
             if source == "form":
                 asked_again.append(lead.id)
         _bump(session, sorted(set(bumped)), now)
-        # The "created" ledger rows in one INSERT (no ORM unit of work for rows nobody reads back here).
-        record_events(
-            session,
-            [
-                {"customer_id": customer.id, "kind": EventKind.CREATED, "at": now,
-                 "actor_id": actor.id if actor else None, "actor_system": None if actor else f"intake:{source}",
-                 "pool_id": pool.id, "result": customer.channel or texts.source,
-                 "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
-                          "batch_id": batch.id if batch else None}}
-                for _i, customer in created
-            ],
-        )  # fmt: skip
         for index, customer in created:
             if source == "form":
                 session.add(BehaviorEvent(customer_id=customer.id, type="form_submit", at=now, data={}))
@@ -481,30 +512,29 @@ def _new_customer(
 _CUSTOMERS = Customer.__table__
 
 
-def _insert_customers(session: Session, leads: list[SimpleNamespace]) -> None:
-    """One INSERT … RETURNING for all new leads (the ORM unit of work costs more than the database), then
-    their name grams; sets ``id`` on each."""
-    if not leads:
-        return
-    columns = [c for c in vars(leads[0]) if c != "id"]
-    result = session.execute(
-        insert(_CUSTOMERS).returning(_CUSTOMERS.c.id, sort_by_parameter_order=True),
-        [{c: getattr(lead, c) for c in columns} for lead in leads],
-    )
-    for lead, (customer_id,) in zip(leads, result.all(), strict=True):
-        lead.id = customer_id
-    grams.write_grams(session, [(lead.id, lead.name_key) for lead in leads if lead.name_key])
-
-
 class _Texts:
-    """Translated labels for one intake call (gettext once, not once per row of a 10,000-row import)."""
+    """Translated labels for one intake call: each looked up once (not once per row of a 10,000-row
+    import), and only when used (most API calls need none of the duplicate labels)."""
 
     def __init__(self, source: str):
-        self.source = _(SOURCE_LABELS[source])
-        self.how = {"phone": _("电话"), "email": _("邮箱"), "wechat": _("微信")}
-        self.via_contact = _("(联系人)")
-        self.attached = _("已归入现有客户")
+        self._source = source
         self._titles: dict[str, tuple[str, str]] = {}
+
+    @cached_property
+    def source(self) -> str:
+        return _(SOURCE_LABELS[self._source])
+
+    @cached_property
+    def how(self) -> dict[str, str]:
+        return {"phone": _("电话"), "email": _("邮箱"), "wechat": _("微信")}
+
+    @cached_property
+    def via_contact(self) -> str:
+        return _("(联系人)")
+
+    @cached_property
+    def attached(self) -> str:
+        return _("已归入现有客户")
 
     def title_reason(self, matched_on: str, via_contact: bool) -> tuple[str, str]:
         key = f"{matched_on}:{via_contact}"

@@ -152,21 +152,25 @@ def record_event(
     return event
 
 
-_EVENT_FIELDS = (
+EVENT_FIELDS = (
     "customer_id", "kind", "at", "actor_id", "actor_system", "rule_id", "from_user_id", "to_user_id",
     "pool_id", "to_pool_id", "reason", "note", "holding_followups", "result", "holding_no", "data",
     "dedupe_key",
 )  # fmt: skip
 
 
+def event_values(row: dict) -> dict:
+    """One ledger row's column values (every field of ``EVENT_FIELDS``), its kind checked."""
+    if row["kind"] not in EventKind.ALL:
+        raise ValueError(f"unknown ledger kind {row['kind']!r}")
+    return {k: row.get(k) for k in EVENT_FIELDS}
+
+
 def record_events(session: Session, rows: list[dict]) -> None:
     """Append many ledger rows in one statement (bulk moves)."""
     if not rows:
         return
-    for row in rows:
-        if row["kind"] not in EventKind.ALL:
-            raise ValueError(f"unknown ledger kind {row['kind']!r}")
-    session.execute(_EVENT_INSERT, [{k: row.get(k) for k in _EVENT_FIELDS} for row in rows])
+    session.execute(_EVENT_INSERT, [event_values(row) for row in rows])
 
 
 # Core, not the ORM's bulk insert: nobody reads the rows back here, and claims write one per request.
