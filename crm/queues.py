@@ -130,55 +130,46 @@ def _mark_down(app, what: str, exc: Exception) -> None:
     log.warning("could not enqueue %s: %s (the periodic jobs will pick the work up)", what, exc)
 
 
-# A coalesced job is asked for again at most this often while one is pending (see ``enqueue_coalesced``).
-COALESCE_SECONDS = 60
+# A nudged job's "pending" flag lives at most this long (a job lost before it started is asked for again).
+NUDGE_FLAG_SECONDS = 60
+# A process asks Redis about a nudged job at most this often; the job, once its work is done, looks once
+# more after this long (see ``nudge``).
+NUDGE_SECONDS = 1.0
 
 
-def enqueue_coalesced(func: str, item: str, *, queue: str = "default") -> bool:
-    """Add ``item`` to the pending list of ``func`` and make sure one ``func`` job will drain it (``drain``).
+def nudge(func: str, *, queue: str = "default") -> bool:
+    """Make sure a ``func`` job runs soon, for work the caller committed to the database (the API's pending
+    duplicate checks): one job for the work of many requests, and at most one Redis round trip per
+    ``NUDGE_SECONDS`` per process — a feed of leads pays nothing per lead.
 
-    For work that arrives one small piece per request (the API's deferred duplicate check): one Redis
-    round trip per call — the list push and a "drain job pending" flag set in one transaction — and an rq
-    job only when no drain is pending, instead of a job per request. Every item pushed is drained: a drain
-    clears the flag before it pops, so an item pushed after its last pop sets the flag again and asks for
-    a new job. Returns False when Redis is unreachable (the caller then does the work itself)."""
+    Nothing is missed: the job clears the "pending" flag as it starts (``nudge_taken``), drains, then waits
+    ``NUDGE_SECONDS`` and drains once more, so work committed by a request that skipped its nudge (this
+    process nudged less than ``NUDGE_SECONDS`` before) is still seen by the job that nudge asked for; the
+    periodic run catches anything else. Returns False when Redis is unreachable (the caller does the work)."""
     app = current_app._get_current_object()
     if _redis_down(app):
         return False
-    key = _pending_key(func)
-    try:
-        pipe = get_redis().pipeline(transaction=True)
-        pipe.rpush(key, item)
-        pipe.set(f"{key}:job", 1, nx=True, ex=COALESCE_SECONDS)
-        _length, asked = pipe.execute()
-        if asked:
-            get_queue(queue).enqueue(func)
+    last = app.extensions.setdefault("crm_nudged", {})
+    now = time.monotonic()
+    if func in last and now - last[func] < NUDGE_SECONDS:
         return True
+    try:
+        if get_redis().set(_flag_key(func), 1, nx=True, ex=NUDGE_FLAG_SECONDS):
+            get_queue(queue).enqueue(func)
     except (RedisError, OSError, RuntimeError) as exc:
         _mark_down(app, func, exc)
         return False
+    last[func] = now
+    return True
 
 
-def drain(func: str, handle: Callable[[list[str]], object], batch: int = 200) -> int:
-    """Pop the pending items of ``func`` (see ``enqueue_coalesced``) ``batch`` at a time and ``handle`` them,
-    until none are left; for its job. A batch whose ``handle`` raises is pushed back before the error goes
-    on (the job fails, and a retry or the next drain takes it). Returns how many items were handled."""
-    redis = get_redis()
-    key = _pending_key(func)
-    redis.delete(f"{key}:job")
-    handled = 0
-    while items := [item.decode() for item in redis.lpop(key, batch) or []]:
-        try:
-            handle(items)
-        except Exception:
-            redis.lpush(key, *reversed(items))
-            raise
-        handled += len(items)
-    return handled
+def nudge_taken(func: str) -> None:
+    """For the nudged job as it starts: the next nudge asks for a new job."""
+    get_redis().delete(_flag_key(func))
 
 
-def _pending_key(func: str) -> str:
-    return f"crm:pending:{func}"
+def _flag_key(func: str) -> str:
+    return f"crm:nudged:{func}"
 
 
 def _waiting_job(q: Queue, job_id: str) -> Job | None:

@@ -1,17 +1,20 @@
-"""The API's possible-duplicate check in the background: leads that routing does not wait for are checked
-by an rq job (run here through a SimpleWorker against real Redis) that drains the checks of many requests;
-routable leads are checked at once."""
+"""The API's possible-duplicate check in the background: leads that routing does not wait for get a pending
+check written with them and are checked by an rq job (run here through a SimpleWorker against real Redis)
+that drains the checks of many requests; routable leads are checked at once."""
 
 from __future__ import annotations
 
 import pytest
 from rq import SimpleWorker
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from crm import clock, queues
 from crm.extensions import db
-from crm.intake.services import check_possible_duplicates
-from crm.models import AssignStrategy, DuplicateConflict, PoolMember
+from crm.intake import services as intake_services
+from crm.intake.services import check_possible_duplicates, drain_pending_checks
+from crm.models import AssignStrategy, DuplicateConflict, PendingDuplicateCheck, PoolMember
+from tests.conftest import IS_PG
 
 SIMILAR = {
     "name": "苏州瑞丰新材料科技有限公司",
@@ -29,16 +32,25 @@ SIMILAR = {
 
 def _clear(conn) -> None:
     queues.get_queue("default").empty()
-    for key in conn.keys("crm:pending:*"):
+    for key in conn.keys("crm:nudged:*"):
         conn.delete(key)
 
 
 @pytest.fixture
-def redis_conn(app):
+def redis_conn(app, monkeypatch):
+    # A short nudge interval: the job's closing wait is this long.
+    monkeypatch.setattr(queues, "NUDGE_SECONDS", 0.05)
     conn = queues.get_redis()
     _clear(conn)
     yield conn
     _clear(conn)
+
+
+def _pending() -> list[tuple[int, int]]:
+    return [
+        tuple(r)
+        for r in db.session.execute(select(PendingDuplicateCheck.customer_id, PendingDuplicateCheck.group_id))
+    ]
 
 
 @pytest.fixture
@@ -171,7 +183,7 @@ def test_many_requests_share_one_job_and_each_requests_leads_are_checked(api, to
         [(ids[0], existing.id), (ids[1], existing.id), (ids[1], ids[0]),
          (ids[2], existing.id), (ids[2], ids[0]), (ids[2], ids[1])]
     )  # fmt: skip
-    assert redis_conn.llen("crm:pending:workers.jobs.check_possible_duplicates") == 0
+    assert _pending() == []
     # The next request asks for a job of its own (the drain cleared the flag).
     resp = api(token).post(
         "/api/v1/leads", json=SIMILAR | {"phone": "13700137000", "email": "n@rf.cn", "wechat": "rf_new"}
@@ -179,19 +191,78 @@ def test_many_requests_share_one_job_and_each_requests_leads_are_checked(api, to
     assert resp.status_code == 201 and queues.get_queue("default").count == 1
 
 
-def test_a_failing_drain_puts_its_batch_back(app, redis_conn):
-    seen = []
+def test_a_request_right_after_a_nudge_asks_redis_nothing_and_its_lead_is_still_checked(
+    app, api, token, pool, make, redis_conn, monkeypatch
+):
+    """The nudge is at most once per NUDGE_SECONDS per process: a request right after one does not touch
+    Redis (here: a dead Redis would have made it check in the request), and the job that first nudge
+    asked for sees its lead (the job drains once more after NUDGE_SECONDS)."""
+    monkeypatch.setattr(queues, "NUDGE_SECONDS", 0.5)
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    first = api(token).post("/api/v1/leads", json=SIMILAR).json
+    live = app.extensions["crm_redis"]
+    app.extensions["crm_redis"] = queues.connect("redis://127.0.0.1:1/0")  # nothing listens there
+    try:
+        second = (
+            api(token)
+            .post(
+                "/api/v1/leads", json=SIMILAR | {"phone": "13500135000", "email": "b@rf.cn", "wechat": "b_rf"}
+            )
+            .json
+        )
+    finally:
+        app.extensions["crm_redis"] = live
+    assert first["duplicate_check"] == second["duplicate_check"] == "queued"
+    assert "crm_redis_down_until" not in app.extensions
+    assert sorted(i for i, _g in _pending()) == [first["id"], second["id"]]
+    assert queues.get_queue("default").count == 1
+    _work(redis_conn)
+    db.session.expire_all()
+    assert sorted(_conflicts()) == sorted(
+        [(first["id"], existing.id), (second["id"], existing.id), (second["id"], first["id"])]
+    )
+    assert _pending() == []
 
-    def handle(items):
-        seen.append(items)
-        raise RuntimeError("database down")
 
-    with app.test_request_context():
-        assert queues.enqueue_coalesced("workers.jobs.heartbeat", "1,2")
-        assert queues.enqueue_coalesced("workers.jobs.heartbeat", "3")
-        with pytest.raises(RuntimeError):
-            queues.drain("workers.jobs.heartbeat", handle)
-        assert seen == [["1,2", "3"]]
-        handled = []
-        assert queues.drain("workers.jobs.heartbeat", handled.extend) == 2
-    assert handled == ["1,2", "3"]
+def test_a_failing_check_leaves_its_pending_rows_for_the_next_drain(
+    api, token, pool, make, redis_conn, monkeypatch, session
+):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    lead_id = api(token).post("/api/v1/leads", json=SIMILAR).json["id"]
+    real = intake_services._open_conflicts
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database hiccup")
+
+    monkeypatch.setattr(intake_services, "_open_conflicts", broken)
+    with pytest.raises(RuntimeError):
+        drain_pending_checks(session, clock.now())
+    session.rollback()
+    assert _pending() == [(lead_id, lead_id)] and _conflicts() == []
+    monkeypatch.setattr(intake_services, "_open_conflicts", real)
+    assert drain_pending_checks(session, clock.now()) == 1
+    assert _pending() == [] and _conflicts() == [(lead_id, existing.id)]
+
+
+@pytest.mark.skipif(not IS_PG, reason="row locks: SQLite serialises the drains with its write lock")
+def test_a_drain_skips_the_groups_another_drain_holds(app, api, token, pool, make, redis_conn, session):
+    existing = make.customer(pool, name="苏州瑞丰新材料有限公司")
+    ids = [
+        api(token).post("/api/v1/leads", json=SIMILAR | {"phone": f"1360013600{k}", "email": f"{k}@rf.cn",
+                                                         "wechat": f"rf_{k}"}).json["id"]
+        for k in range(2)
+    ]  # fmt: skip
+    other = Session(db.engine)
+    try:
+        assert other.execute(intake_services._CLAIM_PENDING, {"groups": 1}).all() == [(ids[0], ids[0])]
+        # The first group is claimed by another drain (not committed yet): this one takes only the second.
+        assert drain_pending_checks(session, clock.now()) == 2
+        assert sorted(_conflicts()) == sorted([(ids[1], existing.id), (ids[1], ids[0])])
+        assert _pending() == [(ids[0], ids[0])]
+    finally:
+        other.rollback()
+        other.close()
+    session.rollback()
+    # Released (the other drain failed): the next drain checks it.
+    assert drain_pending_checks(session, clock.now()) == 1
+    assert _pending() == [] and (ids[0], existing.id) in _conflicts()

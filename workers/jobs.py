@@ -165,27 +165,21 @@ def check_possible_duplicates(customer_ids: list[int] | None = None) -> int:
     """The deferred similar-company check of leads taken in by the API (``intake(defer_fuzzy=True)``):
     opens their conflicts; idempotent (pairs already in the queue are skipped). Returns conflicts opened.
 
-    Without ids it drains the leads queued by requests (``queues.enqueue_coalesced``: one job for many
-    requests), each request's leads checked together as at intake, committed per batch of requests."""
+    Without ids it drains every pending check (``PendingDuplicateCheck``, written with the leads; one job
+    for many requests, asked for by ``queues.nudge``), then waits ``queues.NUDGE_SECONDS`` and drains once
+    more: a request that skipped its nudge because one was just made relies on this job to see its lead."""
+    import time
+
     from crm import clock, queues
     from crm.extensions import db
-    from crm.intake.services import DEFERRED_CHECK
+    from crm.intake.services import DEFERRED_CHECK, drain_pending_checks
     from crm.intake.services import check_possible_duplicates as check
 
-    opened = 0
-
-    def run(groups: list[list[int]]) -> None:
-        nonlocal opened
-        now = clock.now()
-        for group in groups:
-            opened += sum(len(pairs) for pairs in check(db.session, group, now).values())
-        db.session.commit()
-
     if customer_ids is not None:
-        run([customer_ids])
-    else:
-        queues.drain(
-            DEFERRED_CHECK,
-            lambda items: run([[int(i) for i in item.split(",")] for item in items]),
-        )
-    return opened
+        opened = sum(len(pairs) for pairs in check(db.session, customer_ids, clock.now()).values())
+        db.session.commit()
+        return opened
+    queues.nudge_taken(DEFERRED_CHECK)
+    opened = drain_pending_checks(db.session, clock.now())
+    time.sleep(queues.NUDGE_SECONDS)
+    return opened + drain_pending_checks(db.session, clock.now())

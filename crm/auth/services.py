@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from flask import current_app
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -178,12 +178,15 @@ def create_token(session: Session, user: User, name: str, now: datetime, scopes:
     return plain
 
 
+# The user in the same statement (every API request asks for both); built once, not per request.
+_TOKEN_WITH_USER = (
+    select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
 def token_user(session: Session, plain: str, now: datetime) -> tuple[User, ApiToken] | None:
     """The active user behind a bearer token, or None for unknown, revoked or deactivated."""
-    # The user in the same statement (every API request asks for both).
-    token = session.scalar(
-        select(ApiToken).options(joinedload(ApiToken.user)).where(ApiToken.token_hash == sha256(plain))
-    )
+    token = session.scalar(_TOKEN_WITH_USER, {"token_hash": sha256(plain)})
     if token is None or token.revoked_at is not None or not token.user.active:
         return None
     if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=5):

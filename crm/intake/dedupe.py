@@ -21,11 +21,11 @@ from collections import Counter
 from dataclasses import dataclass
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Integer, String, bindparam, or_, select, text
+from sqlalchemy import Integer, Select, String, bindparam, literal_column, or_, select, text, union_all
 from sqlalchemy.orm import Session
 
 from crm.intake import grams, normalize
-from crm.models import DuplicateConflict
+from crm.models import Contact, Customer, DuplicateConflict
 
 POSTING_CAP = 400  # newest customers read per crowded gram (names made only of very common grams)
 COUNTED_CAP = 2000  # grams up to this common are counted by the database; beyond, too common to tell
@@ -73,70 +73,93 @@ def _chunks(items: list, size: int = IN_CHUNK):
 
 def exact_matches(session: Session, keys: list[Keys]) -> list[Match | None]:
     """For each lead's keys, the existing customer it duplicates (owned ones first), or None."""
+    phones, wechats, emails = _key_lists(keys)
+    rows = []
+    if phones or wechats or emails:
+        for chunk in _lookup(session, phones, wechats, emails):
+            rows.extend(chunk)
+    return matches_in(rows, keys)
+
+
+def _key_lists(keys: list[Keys]) -> tuple[list[str], list[str], list[str]]:
+    """The phone, WeChat and e-mail keys to look up (a WeChat id that is a phone is looked up as one)."""
     phones = sorted({k.phone_key for k in keys if k.phone_key} | {
         k.wechat_key for k in keys if k.wechat_key and k.wechat_key.startswith("+")
     })  # fmt: skip
     wechats = sorted({k.wechat_key for k in keys if k.wechat_key and not k.wechat_key.startswith("+")})
     emails = sorted({k.email_key for k in keys if k.email_key})
-    found: dict[str, list[Match]] = {}
-    if phones or wechats or emails:
-        for rows in _lookup(session, phones, wechats, emails):
-            for row in rows:
-                ns_keys = []
-                if row.phone_key:
-                    ns_keys.append((f"p:{row.phone_key}", "phone"))
-                if row.wechat_key:
-                    ns = "p" if row.wechat_key.startswith("+") else "w"
-                    ns_keys.append((f"{ns}:{row.wechat_key}", "wechat"))
-                if row.email_key:
-                    ns_keys.append((f"e:{row.email_key}", "email"))
-                for ns_key, _kind in ns_keys:
-                    found.setdefault(ns_key, []).append(row)
+    return phones, wechats, emails
+
+
+def matches_in(rows, keys: list[Keys]) -> list[Match | None]:
+    """For each lead's keys, its duplicate among ``rows`` of ``KEY_ROWS`` (merged customers' rows are
+    passed over): an owned customer first (its owner must hear of it), then the oldest record."""
+    found: dict[str, list] = {}
+    for row in rows:
+        if row.merged_into_id is not None:
+            continue
+        ns_keys = []
+        if row.phone_key:
+            ns_keys.append((f"p:{row.phone_key}", "phone"))
+        if row.wechat_key:
+            ns = "p" if row.wechat_key.startswith("+") else "w"
+            ns_keys.append((f"{ns}:{row.wechat_key}", "wechat"))
+        if row.email_key:
+            ns_keys.append((f"e:{row.email_key}", "email"))
+        for ns_key, _kind in ns_keys:
+            found.setdefault(ns_key, []).append(row)
     out: list[Match | None] = []
     for k in keys:
         best = None
         for ns_key, matched_on in k.lookups():
-            rows = found.get(ns_key)
-            if rows:
-                # An owned customer first (its owner must hear of it), then the oldest record.
-                row = min(rows, key=lambda r: (r.owner_id is None, r.id))
+            candidates = found.get(ns_key)
+            if candidates:
+                row = min(candidates, key=lambda r: (r.owner_id is None, r.id))
                 best = Match(row.id, row.owner_id, row.pool_id, row.name, matched_on, bool(row.via_contact))
                 break
         out.append(best)
     return out
 
 
-# An exact look-up in one statement: the inner selects find ids, each answered from its key index alone;
-# the outer ones read those rows by primary key. Plain SQL with expanding bound parameters, built once
-# (this runs for every lead). Asking the key indexes for more columns directly, or OR-ing the columns,
-# lets SQLite's planner (after ANALYZE, on the mostly-NULL WeChat column) choose a table scan.
-_KEY_ROWS = text(
-    """
-    SELECT c.id, c.owner_id, c.pool_id, c.name, c.phone_key, c.email_key, c.wechat_key, c.merged_into_id,
-           0 AS via_contact
-      FROM customers c
-     WHERE c.id IN (SELECT id FROM customers WHERE phone_key IN :p
-                    UNION ALL SELECT id FROM customers WHERE wechat_key IN :w
-                    UNION ALL SELECT id FROM customers WHERE email_key IN :e)
-    UNION ALL
-    SELECT c.id, c.owner_id, c.pool_id, c.name, t.phone_key, t.email_key, t.wechat_key, c.merged_into_id,
-           1 AS via_contact
-      FROM contacts t JOIN customers c ON c.id = t.customer_id
-     WHERE t.id IN (SELECT id FROM contacts WHERE phone_key IN :p
-                    UNION ALL SELECT id FROM contacts WHERE wechat_key IN :w
-                    UNION ALL SELECT id FROM contacts WHERE email_key IN :e)
-    """
-).bindparams(*(bindparam(name, expanding=True, type_=String) for name in ("p", "w", "e")))
+def key_rows(phones, wechats, emails) -> Select:
+    """The exact look-up in one statement: rows (id, owner, pool, name, keys, merged into, via_contact) of
+    the customers and contacts with one of these keys. Each argument is what ``in_`` takes: an expanding
+    bound parameter (``KEY_ROWS``) or a list of bound values (``intake.inserts`` binds the new lead's own
+    keys). The inner selects find ids, each answered from its key index alone; the outer ones read those
+    rows by primary key. Asking the key indexes for more columns directly, or OR-ing the columns, lets
+    SQLite's planner (after ANALYZE, on the mostly-NULL WeChat column) choose a table scan."""
+
+    def ids(table):
+        return union_all(
+            select(table.c.id).where(table.c.phone_key.in_(phones)),
+            select(table.c.id).where(table.c.wechat_key.in_(wechats)),
+            select(table.c.id).where(table.c.email_key.in_(emails)),
+        )
+
+    c, t = _CUSTOMERS.alias("c"), _CONTACTS.alias("t")
+    shared = (c.c.id, c.c.owner_id, c.c.pool_id, c.c.name)
+    return union_all(
+        select(*shared, c.c.phone_key, c.c.email_key, c.c.wechat_key, c.c.merged_into_id,
+               literal_column("0").label("via_contact")).where(c.c.id.in_(ids(_CUSTOMERS))),
+        select(*shared, t.c.phone_key, t.c.email_key, t.c.wechat_key, c.c.merged_into_id,
+               literal_column("1").label("via_contact")).select_from(t.join(c, c.c.id == t.c.customer_id))
+        .where(t.c.id.in_(ids(_CONTACTS))),
+    )  # fmt: skip
+
+
+_CUSTOMERS = Customer.__table__
+_CONTACTS = Contact.__table__
+# Built once (this runs for every lead); a WeChat id stored as a phone (微信同号) is looked up as both.
+KEY_ROWS = key_rows(*(bindparam(name, expanding=True, type_=String) for name in ("p", "w", "e")))
 
 
 def _lookup(session: Session, phones: list[str], wechats: list[str], emails: list[str]):
-    """Rows (id, owner, pool, name, keys, via_contact) of live customers and contacts with these keys."""
+    """Rows (id, owner, pool, name, keys, merged into, via_contact) of customers and contacts with these keys."""
     n = max(len(phones), len(wechats), len(emails))
     for start in range(0, n, IN_CHUNK):
         p, w, e = (lst[start : start + IN_CHUNK] for lst in (phones, wechats, emails))
         w = w + p  # a WeChat id stored as a phone (微信同号)
-        rows = session.execute(_KEY_ROWS, {"p": p, "w": w, "e": e}).all()
-        yield [row for row in rows if row.merged_into_id is None]
+        yield session.execute(KEY_ROWS, {"p": p, "w": w, "e": e}).all()
 
 
 # ---------------------------------------------------------------- fuzzy

@@ -5,35 +5,40 @@ statement: data-modifying CTEs insert the customer, then its grams and its ledge
 customer insert returns, and bump the gram counts — one round trip and one statement's client work instead
 of three. Otherwise (several leads, or SQLite, which has no INSERT inside WITH) it is one
 ``INSERT … RETURNING`` of all the customers, their grams (``grams.write_grams``) and one INSERT of their
-ledger rows. Either way nothing is read back through the ORM.
+ledger rows. Leads whose possible-duplicate check runs later get their ``PendingDuplicateCheck`` row in the
+same statement (PostgreSQL, one lead) or one more INSERT. Nothing is read back through the ORM.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sqlalchemy import Integer, Select, String, bindparam, func, insert, select, true
+from sqlalchemy import Integer, Select, String, bindparam, exists, func, insert, literal, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from crm.dbutil import is_postgres
-from crm.intake import grams
-from crm.models import Customer, NameGram, PoolEvent
+from crm.intake import dedupe, grams
+from crm.models import Customer, NameGram, PendingDuplicateCheck, PoolEvent
 from crm.models.intake import NameGramStat
 from crm.pool.services import EVENT_FIELDS, event_values, record_events
 
 _CUSTOMERS = Customer.__table__
 _EVENTS = PoolEvent.__table__
+_PENDING = PendingDuplicateCheck.__table__
 
 
-def insert_leads(session: Session, leads: list[SimpleNamespace], events: list[dict]) -> None:
+def insert_leads(
+    session: Session, leads: list[SimpleNamespace], events: list[dict], check_later: list[bool]
+) -> None:
     """Insert ``leads`` (a customer's column values as attributes; ``id`` is set here), their name grams,
-    and ``events``: each lead's ledger row as for ``record_events``, without ``customer_id``."""
+    ``events`` (each lead's ledger row as for ``record_events``, without ``customer_id``), and a pending
+    possible-duplicate check for the leads whose ``check_later`` is true (checked together, later)."""
     if not leads:
         return
     if len(leads) == 1 and is_postgres(session):
-        _insert_one(session, leads[0], events[0])
+        _insert_one(session, leads[0], events[0], check_later[0])
         return
     columns = [c for c in vars(leads[0]) if c != "id"]
     result = session.execute(
@@ -46,9 +51,34 @@ def insert_leads(session: Session, leads: list[SimpleNamespace], events: list[di
     record_events(
         session, [event | {"customer_id": lead.id} for lead, event in zip(leads, events, strict=True)]
     )
+    later = [lead.id for lead, flag in zip(leads, check_later, strict=True) if flag]
+    if later:
+        session.execute(insert(_PENDING), [{"customer_id": i, "group_id": later[0]} for i in later])
 
 
-def _insert_one(session: Session, lead: SimpleNamespace, event: dict) -> None:
+def insert_unless_duplicate(session: Session, lead: SimpleNamespace, event: dict, check_later: bool) -> list:
+    """PostgreSQL, one lead: ``insert_leads`` in the statement that looks for the lead's exact duplicates
+    (``dedupe.key_rows`` of its own phone, WeChat and e-mail keys, under the intake lock), so a new lead
+    costs one round trip for both. The lead is written only when no live customer or contact has one of
+    its keys. Returns the rows found (for ``dedupe.matches_in``; nothing was written when one of them is
+    live), else [] and ``lead.id`` is set."""
+    found = []
+    for row in session.execute(*_one(lead, event, check_later, unless_duplicate=True)):
+        if row.new_id is not None:
+            lead.id = row.new_id
+        if row.id is not None:
+            found.append(row)
+    return found
+
+
+def _insert_one(session: Session, lead: SimpleNamespace, event: dict, check_later: bool) -> None:
+    lead.id = session.execute(*_one(lead, event, check_later, unless_duplicate=False)).scalar_one()
+
+
+def _one(
+    lead: SimpleNamespace, event: dict, check_later: bool, *, unless_duplicate: bool
+) -> tuple[Select, dict]:
+    """The one-lead statement and its parameters."""
     columns = tuple(c for c in vars(lead) if c != "id")
     gram_list, _ids, counts = grams.gram_rows([(None, lead.name_key)] if lead.name_key else [])
     event_values(event | {"customer_id": None})  # checks the kind
@@ -59,31 +89,38 @@ def _insert_one(session: Session, lead: SimpleNamespace, event: dict) -> None:
         | {"grams": gram_list}
         | grams.stats_params(counts)
     )
-    lead.id = session.execute(_one_statement(columns, ledger), params).scalar_one()
-    grams.counted(session, counts)
+    return _one_statement(columns, ledger, check_later, unless_duplicate), params
 
 
-_STATEMENTS: dict[tuple[tuple[str, ...], tuple[str, ...]], Select] = {}
+_STATEMENTS: dict[tuple, Select] = {}
 
 
-def _one_statement(columns: tuple[str, ...], ledger: tuple[str, ...]) -> Select:
+def _one_statement(
+    columns: tuple[str, ...], ledger: tuple[str, ...], check_later: bool, unless_duplicate: bool
+) -> Select:
     """The one-lead statement for these customer and ledger columns, built once (PostgreSQL only).
 
     Only the ledger columns the row sets are bound (the rest are NULL by default): psycopg caches the
     conversion of a query with at most 50 parameters, and a new lead binds its ~40 customer columns."""
-    stmt = _STATEMENTS.get((columns, ledger))
+    key = (columns, ledger, check_later, unless_duplicate)
+    stmt = _STATEMENTS.get(key)
     if stmt is None:
-        stmt = _STATEMENTS[(columns, ledger)] = _build_one(columns, ledger)
+        stmt = _STATEMENTS[key] = _build_one(*key)
     return stmt
 
 
-def _build_one(columns: tuple[str, ...], ledger_columns: tuple[str, ...]) -> Select:
-    new = (
-        insert(_CUSTOMERS)
-        .values({c: bindparam(f"c_{c}", type_=_CUSTOMERS.c[c].type) for c in columns})
-        .returning(_CUSTOMERS.c.id)
-        .cte("new_customer")
-    )
+def _build_one(
+    columns: tuple[str, ...], ledger_columns: tuple[str, ...], check_later: bool, unless_duplicate: bool
+) -> Select:
+    binds = {c: bindparam(f"c_{c}", type_=_CUSTOMERS.c[c].type) for c in columns}
+    values = select(*binds.values())
+    if unless_duplicate:
+        # The lead's own keys, bound once for the row and the look-up (no more parameters: see above). A
+        # WeChat id stored as a phone (微信同号) is looked up as both; NULLs match nothing.
+        phone, wechat, email = binds["phone_key"], binds["wechat_key"], binds["email_key"]
+        found = dedupe.key_rows([phone, wechat], [wechat, phone], [email]).cte("found")
+        values = values.where(~exists().where(found.c.merged_into_id.is_(None)))
+    new = insert(_CUSTOMERS).from_select(columns, values).returning(_CUSTOMERS.c.id).cte("new_customer")
     gram = func.unnest(bindparam("grams", type_=ARRAY(String))).table_valued("gram").render_derived()
     gram_rows = (
         insert(NameGram.__table__)
@@ -98,7 +135,7 @@ def _build_one(columns: tuple[str, ...], ledger_columns: tuple[str, ...]) -> Sel
         select(
             func.unnest(bindparam("sgrams", type_=ARRAY(String))),
             func.unnest(bindparam("ns", type_=ARRAY(Integer))),
-        ),
+        ).where(exists(select(new.c.id))),
     )
     counts = counts.on_conflict_do_update(index_elements=["gram"], set_={"n": stats.c.n + counts.excluded.n})
     ledger = (
@@ -109,4 +146,18 @@ def _build_one(columns: tuple[str, ...], ledger_columns: tuple[str, ...]) -> Sel
         )
         .cte("new_ledger_row")
     )
-    return select(new.c.id).add_cte(gram_rows, counts.cte("gram_counts"), ledger)
+    writes = [gram_rows, counts.cte("gram_counts"), ledger]
+    if check_later:
+        pending = insert(_PENDING).from_select(["customer_id", "group_id"], select(new.c.id, new.c.id))
+        writes.append(pending.cte("new_pending_check"))
+    if not unless_duplicate:
+        return select(new.c.id).add_cte(*writes)
+    # One row per duplicate found (``new_id`` NULL), else one row with the new id.
+    one = select(literal(1).label("one")).subquery("one")
+    return (
+        select(new.c.id.label("new_id"), *found.c)
+        .select_from(one)
+        .outerjoin(new, true())
+        .outerjoin(found, true())
+        .add_cte(*writes)
+    )

@@ -26,7 +26,7 @@ from functools import cached_property
 from types import SimpleNamespace
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy import bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from crm import signals
@@ -36,8 +36,8 @@ from crm.intake import (
     grams,  # noqa: F401 (installs the key/gram sync hooks)
     normalize,
 )
-from crm.intake.dedupe import Keys, Match, exact_matches, fuzzy_matches
-from crm.intake.inserts import insert_leads
+from crm.intake.dedupe import Keys, Match, exact_matches, fuzzy_matches, matches_in
+from crm.intake.inserts import insert_leads, insert_unless_duplicate
 from crm.intake.txcache import process_memo
 from crm.models import (
     Activity,
@@ -49,6 +49,7 @@ from crm.models import (
     EventKind,
     ImportBatch,
     Lifecycle,
+    PendingDuplicateCheck,
     Pool,
     ReminderKind,
     Stage,
@@ -350,8 +351,9 @@ def intake(
     ``defer_fuzzy`` (the API): the possible-duplicate check of a new lead that cannot be auto-assigned
     anyway (its pool has no strategy, or it scores below the routing threshold) runs in an rq job after
     the commit — the conflict queue is reviewed later, and a feed of leads should not wait on it. Leads
-    that routing depends on (a possible duplicate holds routing back) are checked here as always. With
-    Redis unreachable the check runs at once, after the commit.
+    that routing depends on (a possible duplicate holds routing back) are checked here as always. The
+    pending check is written with the lead (``PendingDuplicateCheck``), so none is lost; with Redis
+    unreachable it runs at once, after the commit.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
@@ -363,7 +365,9 @@ def intake(
         prepared = prepared or [prepare(lead) for lead in leads]
         outcomes = [Outcome(status="invalid", errors=p.errors, row=p.data.row) for p in prepared]
         valid = [i for i, p in enumerate(prepared) if not p.errors]
-        matches = exact_matches(session, [prepared[i].keys for i in valid])
+        # One lead on PostgreSQL: the duplicate look-up is made by the statement that writes it (below).
+        look_up_in_insert = len(valid) == 1 and is_postgres(session)
+        matches = [None] if look_up_in_insert else exact_matches(session, [prepared[i].keys for i in valid])
         fuzzy_threshold = config.get(session)["fuzzy_threshold"]
         stage_id = _first_stage_id(session)
         created: list[tuple[int, SimpleNamespace]] = []
@@ -373,6 +377,16 @@ def intake(
         bumped: list[int] = []
         seen_keys: dict[str, int] = {}  # key → index of the lead of this call that will carry it
         repeats: list[tuple[int, int, str]] = []  # (index, index of the earlier lead, matched on)
+
+        def attach(index: int, match: Match) -> None:
+            outcomes[index] = _attach(session, prepared[index], match, source, now, actor, batch, texts)
+            if match.owner_id is None:
+                bumped.append(match.customer_id)
+            if source == "form":
+                asked_again.append(match.customer_id)
+            if match.owner_id is not None:
+                duplicates_by_owner[match.owner_id].append(match.name)
+
         for index, match in zip(valid, matches, strict=True):
             p = prepared[index]
             if match is None:
@@ -384,13 +398,7 @@ def intake(
                 for k, _how in p.keys.lookups():
                     seen_keys.setdefault(k, index)
             if match is not None:
-                outcomes[index] = _attach(session, p, match, source, now, actor, batch, texts)
-                if match.owner_id is None:
-                    bumped.append(match.customer_id)
-                if source == "form":
-                    asked_again.append(match.customer_id)
-                if match.owner_id is not None:
-                    duplicates_by_owner[match.owner_id].append(match.name)
+                attach(index, match)
                 continue
             customer = _new_customer(p, source, now, pool, stage_id, batch)
             # Scored before it is written: a new lead's facts are its own fields (and this submission).
@@ -399,20 +407,29 @@ def intake(
             )
             created.append((index, customer))
         session.flush()
-        # The customers, their grams and their "created" ledger rows (no ORM unit of work for rows nobody
-        # reads back here).
-        insert_leads(
-            session,
-            [customer for _i, customer in created],
-            [
-                {"kind": EventKind.CREATED, "at": now, "actor_id": actor.id if actor else None,
-                 "actor_system": None if actor else f"intake:{source}", "pool_id": pool.id,
-                 "result": customer.channel or texts.source,
-                 "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
-                          "batch_id": batch.id if batch else None}}
-                for _i, customer in created
-            ],
-        )  # fmt: skip
+        deferred = {id(c) for c in _deferrable(pool, created, score_cfg, route)} if defer_fuzzy else set()
+        # The customers, their grams, their "created" ledger rows and pending checks (no ORM unit of work
+        # for rows nobody reads back here).
+        events = [
+            {"kind": EventKind.CREATED, "at": now, "actor_id": actor.id if actor else None,
+             "actor_system": None if actor else f"intake:{source}", "pool_id": pool.id,
+             "result": customer.channel or texts.source,
+             "data": {"source": source, "channel": customer.channel, "campaign": customer.campaign,
+                      "batch_id": batch.id if batch else None}}
+            for _i, customer in created
+        ]  # fmt: skip
+        check_later = [id(customer) in deferred for _i, customer in created]
+        if look_up_in_insert and created:
+            ((index, customer),) = created
+            found = insert_unless_duplicate(session, customer, events[0], check_later[0])
+            match = matches_in(found, [prepared[index].keys])[0]
+            if match is not None:
+                created.clear()
+                attach(index, match)
+            elif customer.id is None:
+                raise RuntimeError("a lead was neither written nor found to be a duplicate")
+        else:
+            insert_leads(session, [customer for _i, customer in created], events, check_later)
         by_index = dict(created)
         for index, first, matched_on in repeats:
             lead = by_index[first]
@@ -426,9 +443,9 @@ def intake(
                 session.add(BehaviorEvent(customer_id=customer.id, type="form_submit", at=now, data={}))
             outcomes[index] = Outcome(status="created", customer_id=customer.id, pool_id=pool.id,
                                       row=prepared[index].data.row)  # fmt: skip
-        deferred = _deferrable(pool, created, score_cfg, route) if defer_fuzzy else []
+        deferred_ids = [c.id for _i, c in created if id(c) in deferred]
         _open_conflicts(
-            session, [x for x in created if x[1].id not in deferred], outcomes, fuzzy_threshold, now,
+            session, [x for x in created if id(x[1]) not in deferred], outcomes, fuzzy_threshold, now,
             exclude={c.id for _i, c in created},
         )  # fmt: skip
         for customer_id in asked_again:
@@ -469,8 +486,8 @@ def intake(
     except Exception:
         session.rollback()
         raise
-    if deferred:
-        _check_later(session, deferred, [o for o in outcomes if o.customer_id in set(deferred)], now)
+    if deferred_ids:
+        _check_later(session, deferred_ids, [o for o in outcomes if o.customer_id in set(deferred_ids)], now)
     if to_route:
         # Assigned first (auto_assign commits per lead), so a hot lead's crossing reaches its new owner.
         for outcome in to_route:
@@ -693,11 +710,11 @@ def _open_conflicts(
 
 def _deferrable(
     pool: Pool, created: list[tuple[int, SimpleNamespace]], score_cfg: dict, route: bool
-) -> list[int]:
-    """Ids of new company leads whose possible-duplicate check routing does not wait for (see ``intake``)."""
+) -> list[SimpleNamespace]:
+    """New company leads whose possible-duplicate check routing does not wait for (see ``intake``)."""
     routable = route and pool.auto_assign_strategy != AssignStrategy.NONE
     return [
-        c.id
+        c
         for _i, c in created
         if c.kind == CustomerKind.COMPANY
         and len(c.name_key) >= 2
@@ -711,11 +728,11 @@ DEFERRED_CHECK = "workers.jobs.check_possible_duplicates"
 
 
 def _check_later(session: Session, ids: list[int], outcomes: list[Outcome], now: datetime) -> None:
-    """Queue the deferred possible-duplicate check of ``ids`` (committed leads; one job drains the checks of
-    many requests); Redis unreachable: run it now, so no lead goes unchecked."""
-    from crm.queues import enqueue_coalesced
+    """The checks of ``ids`` are pending (written with the leads): make sure the job runs soon (a nudge, at
+    most one Redis round trip a second per process); Redis unreachable: run them now."""
+    from crm.queues import nudge
 
-    if enqueue_coalesced(DEFERRED_CHECK, ",".join(str(i) for i in ids)):
+    if nudge(DEFERRED_CHECK):
         for outcome in outcomes:
             outcome.duplicate_check = "queued"
         return
@@ -725,17 +742,53 @@ def _check_later(session: Session, ids: list[int], outcomes: list[Outcome], now:
         outcome.conflicts = found.get(outcome.customer_id, [])
 
 
+_PENDING = PendingDuplicateCheck.__table__
+# A few whole groups, claimed by deleting their rows; PostgreSQL skips groups another drain holds (each
+# group's first lead carries the group's id, so its row stands for the group).
+_CLAIM_PENDING = (
+    delete(_PENDING)
+    .where(
+        _PENDING.c.group_id.in_(
+            select(_PENDING.c.group_id)
+            .where(_PENDING.c.customer_id == _PENDING.c.group_id)
+            .order_by(_PENDING.c.group_id)
+            .limit(bindparam("groups"))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .returning(_PENDING.c.customer_id, _PENDING.c.group_id)
+)
+
+
+def drain_pending_checks(session: Session, now: datetime, groups: int = 50) -> int:
+    """Run the pending possible-duplicate checks (``PendingDuplicateCheck``), ``groups`` intake calls per
+    transaction, until none are left; for the rq job. A group's rows are deleted in the transaction that
+    checks it, so a failure leaves them for the next drain, and two drains never check the same group.
+    Returns the conflicts opened."""
+    opened = 0
+    while rows := session.execute(_CLAIM_PENDING, {"groups": groups}).all():
+        by_group: dict[int, list[int]] = defaultdict(list)
+        for customer_id, group_id in rows:
+            by_group[group_id].append(customer_id)
+        for ids in by_group.values():
+            opened += sum(len(pairs) for pairs in check_possible_duplicates(session, ids, now).values())
+        session.commit()
+    session.commit()
+    return opened
+
+
 def check_possible_duplicates(
     session: Session, customer_ids: list[int], now: datetime
 ) -> dict[int, list[tuple[int, float]]]:
     """The possible-duplicate check of leads taken in together (``intake(defer_fuzzy=True)``), run later by
     an rq job. Idempotent: it compares each lead only with customers older than the group (what the check
     at intake would have seen; newer leads compared themselves with these) and skips pairs already in the
-    conflict queue, so a retried or repeated job opens nothing twice. Merged leads are skipped. Does not
-    commit. Returns the conflicts opened per lead."""
+    conflict queue, so a retried or repeated job opens nothing twice. Merged leads are skipped; their
+    pending rows are dropped. Does not commit. Returns the conflicts opened per lead."""
     ids = sorted(set(customer_ids))
     if not ids:
         return {}
+    session.execute(delete(_PENDING).where(_PENDING.c.customer_id.in_(ids)))
     rows = session.execute(
         select(Customer.id, Customer.name, Customer.name_key, Customer.kind).where(
             Customer.id.in_(ids), Customer.merged_into_id.is_(None)

@@ -23,7 +23,14 @@ from .followups import (
     SpotCheck,
     WebhookEndpoint,
 )
-from .intake import BehaviorEvent, DuplicateConflict, ImportBatch, LeadForm, RateLimitHit
+from .intake import (
+    BehaviorEvent,
+    DuplicateConflict,
+    ImportBatch,
+    LeadForm,
+    PendingDuplicateCheck,
+    RateLimitHit,
+)
 from .ledger_guard import install_ledger_guard
 from .pools import (
     AssignStrategy,
@@ -44,7 +51,7 @@ __all__ = [
     "HARD_TAG", "Activity", "ApiToken", "AssignStrategy", "BehaviorEvent", "Channel", "ClaimCount",
     "Contact", "Contract", "Customer", "CustomerKind", "DeliveryStatus", "DuplicateConflict", "EventKind",
     "ExtensionRequest", "FollowUp", "Holiday", "ImportBatch", "LeadForm", "Level", "Lifecycle",
-    "LoginAttempt", "NameGram", "Opportunity", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
+    "LoginAttempt", "NameGram", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
     "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "User", "WebhookEndpoint",

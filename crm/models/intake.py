@@ -56,6 +56,20 @@ class DuplicateConflict(db.Model):
     candidate = relationship("Customer", foreign_keys=[candidate_id])
 
 
+class PendingDuplicateCheck(db.Model):
+    """A new lead whose possible-duplicate check (similar company names) runs in the background: written
+    with the lead, in its transaction, and deleted by the check (``intake.services``). Leads of one intake
+    call share ``group_id`` (the first one's id): they are checked together, as at intake.
+
+    No foreign key: the check skips ids that are gone or merged, and the row is written in the lead's own
+    statement on PostgreSQL."""
+
+    __tablename__ = "pending_duplicate_checks"
+
+    customer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    group_id: Mapped[int] = mapped_column(Integer)
+
+
 class BehaviorEvent(db.Model):
     """A scoring behaviour event (email_open / ad_click / download / form_submit / page_view)."""
 

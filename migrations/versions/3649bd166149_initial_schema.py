@@ -559,6 +559,7 @@ def upgrade():
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('gram', sa.String(length=8), nullable=False),
     sa.Column('customer_id', sa.Integer(), nullable=False),
+    sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_name_grams_customer_id_customers')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_name_grams')),
     sa.UniqueConstraint('gram', 'customer_id', name=op.f('uq_name_grams_gram_customer_id'))
     )
