@@ -9,7 +9,9 @@ then measures, each against a baseline in the same run:
 1. exact-duplicate check (phone / email over customers and contacts) p50/p95 — vs one bare indexed SELECT
 2. fuzzy company check (blocking on rare name grams + rapidfuzz) p50/p95 and recall — vs brute force
    (rapidfuzz over every name key in memory)
-3. ``POST /api/v1/leads`` through the Flask test client with a bearer token, leads/s — vs bare INSERTs
+3. ``POST /api/v1/leads`` through the Flask test client with a bearer token, one lead per request, one
+   request after another in one process (each in its own app context, as on a server; 10 % duplicates;
+   after 30 untimed warm-up requests), leads/s — vs bare committed INSERTs; also arrays of 100 leads
 4. a 10,000-row xlsx with 10 % bad rows: upload check + preview + import — vs openpyxl just reading it
 5. nightly score recompute of every customer — vs a bare scan of the same columns
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from sqlalchemy import Integer, Select, String, bindparam, exists, func, insert, literal, select, true
+from sqlalchemy import Select, String, bindparam, exists, func, insert, literal_column, select, true
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
@@ -63,7 +63,7 @@ def insert_unless_duplicate(session: Session, lead: SimpleNamespace, event: dict
     its keys. Returns the rows found (for ``dedupe.matches_in``; nothing was written when one of them is
     live), else [] and ``lead.id`` is set."""
     found = []
-    for row in session.execute(*_one(lead, event, check_later, unless_duplicate=True)):
+    for row in _write_one(session, lead, event, check_later, unless_duplicate=True):
         if row.new_id is not None:
             lead.id = row.new_id
         if row.id is not None:
@@ -72,13 +72,13 @@ def insert_unless_duplicate(session: Session, lead: SimpleNamespace, event: dict
 
 
 def _insert_one(session: Session, lead: SimpleNamespace, event: dict, check_later: bool) -> None:
-    lead.id = session.execute(*_one(lead, event, check_later, unless_duplicate=False)).scalar_one()
+    ((lead.id,),) = _write_one(session, lead, event, check_later, unless_duplicate=False)
 
 
-def _one(
-    lead: SimpleNamespace, event: dict, check_later: bool, *, unless_duplicate: bool
-) -> tuple[Select, dict]:
-    """The one-lead statement and its parameters."""
+def _write_one(
+    session: Session, lead: SimpleNamespace, event: dict, check_later: bool, *, unless_duplicate: bool
+) -> list:
+    """Run the one-lead statement; returns its rows. Keeps this process's gram counts in step."""
     columns = tuple(c for c in vars(lead) if c != "id")
     gram_list, _ids, counts = grams.gram_rows([(None, lead.name_key)] if lead.name_key else [])
     event_values(event | {"customer_id": None})  # checks the kind
@@ -87,9 +87,11 @@ def _one(
         {f"c_{c}": getattr(lead, c) for c in columns}
         | {f"e_{c}": event[c] for c in ledger}
         | {"grams": gram_list}
-        | grams.stats_params(counts)
     )
-    return _one_statement(columns, ledger, check_later, unless_duplicate), params
+    rows = session.execute(_one_statement(columns, ledger, check_later, unless_duplicate), params).all()
+    if any(row[0] is not None for row in rows):  # the first column is the new id
+        grams.counted(session, counts)
+    return rows
 
 
 _STATEMENTS: dict[tuple, Select] = {}
@@ -130,12 +132,15 @@ def _build_one(
         .cte("new_grams")
     )
     stats = NameGramStat.__table__
+    # The counts from the same grams (sorted: concurrent writers lock rows in one order); none for a lead
+    # that was not written.
     counts = pg_insert(stats).from_select(
         ["gram", "n"],
-        select(
-            func.unnest(bindparam("sgrams", type_=ARRAY(String))),
-            func.unnest(bindparam("ns", type_=ARRAY(Integer))),
-        ).where(exists(select(new.c.id))),
+        select(gram.c.gram, func.count())
+        .select_from(gram)
+        .where(exists(select(new.c.id)))
+        .group_by(gram.c.gram)
+        .order_by(gram.c.gram),
     )
     counts = counts.on_conflict_do_update(index_elements=["gram"], set_={"n": stats.c.n + counts.excluded.n})
     ledger = (
@@ -153,7 +158,7 @@ def _build_one(
     if not unless_duplicate:
         return select(new.c.id).add_cte(*writes)
     # One row per duplicate found (``new_id`` NULL), else one row with the new id.
-    one = select(literal(1).label("one")).subquery("one")
+    one = select(literal_column("1").label("one")).subquery("one")
     return (
         select(new.c.id.label("new_id"), *found.c)
         .select_from(one)
