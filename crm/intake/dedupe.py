@@ -98,15 +98,9 @@ def matches_in(rows, keys: list[Keys]) -> list[Match | None]:
     for row in rows:
         if row.merged_into_id is not None:
             continue
-        ns_keys = []
-        if row.phone_key:
-            ns_keys.append((f"p:{row.phone_key}", "phone"))
-        if row.wechat_key:
-            ns = "p" if row.wechat_key.startswith("+") else "w"
-            ns_keys.append((f"{ns}:{row.wechat_key}", "wechat"))
-        if row.email_key:
-            ns_keys.append((f"e:{row.email_key}", "email"))
-        for ns_key, _kind in ns_keys:
+        for ns_key, _kind in Keys(
+            phone_key=row.phone_key, email_key=row.email_key, wechat_key=row.wechat_key
+        ).lookups():
             found.setdefault(ns_key, []).append(row)
     out: list[Match | None] = []
     for k in keys:
