@@ -17,8 +17,8 @@ cron.register(jobs.recycle_sweep, queue_name="default", interval=180)
 # (the job samples "yesterday" once per day, so hourly runs just catch up after downtime).
 cron.register(jobs.dispatch_due, queue_name="dispatch", interval=60)
 cron.register(jobs.generate_reminders, queue_name="default", interval=600)
-# The API's deferred duplicate checks are drained by a job the requests ask for; every 5 minutes as well,
-# so a batch pushed back by a failed drain, or left when asking for the job failed, is not stranded.
+# The API's pending duplicate checks (in the database) are drained by a job the requests nudge; every
+# 5 minutes as well, so checks left by a failed drain, or by a job that was lost, are not stranded.
 cron.register(jobs.check_possible_duplicates, queue_name="default", interval=300)
 cron.register(jobs.sample_spot_checks, queue_name="default", interval=3600)
 # Nightly score recompute (decay), gram statistics and form-hit cleanup; cron times are the host's local
