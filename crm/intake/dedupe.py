@@ -73,22 +73,16 @@ def _chunks(items: list, size: int = IN_CHUNK):
 
 def exact_matches(session: Session, keys: list[Keys]) -> list[Match | None]:
     """For each lead's keys, the existing customer it duplicates (owned ones first), or None."""
-    phones, wechats, emails = _key_lists(keys)
-    rows = []
-    if phones or wechats or emails:
-        for chunk in _lookup(session, phones, wechats, emails):
-            rows.extend(chunk)
-    return matches_in(rows, keys)
-
-
-def _key_lists(keys: list[Keys]) -> tuple[list[str], list[str], list[str]]:
-    """The phone, WeChat and e-mail keys to look up (a WeChat id that is a phone is looked up as one)."""
     phones = sorted({k.phone_key for k in keys if k.phone_key} | {
         k.wechat_key for k in keys if k.wechat_key and k.wechat_key.startswith("+")
     })  # fmt: skip
     wechats = sorted({k.wechat_key for k in keys if k.wechat_key and not k.wechat_key.startswith("+")})
     emails = sorted({k.email_key for k in keys if k.email_key})
-    return phones, wechats, emails
+    rows = []
+    if phones or wechats or emails:
+        for chunk in _lookup(session, phones, wechats, emails):
+            rows.extend(chunk)
+    return matches_in(rows, keys)
 
 
 def matches_in(rows, keys: list[Keys]) -> list[Match | None]:

@@ -118,7 +118,7 @@ def _bump_stats(session_or_conn, counts: Counter) -> None:
         return
     _adjust(session_or_conn, counts, 1)
     if _dialect(session_or_conn) == "postgresql":
-        session_or_conn.execute(_PG_STATS, stats_params(counts))
+        session_or_conn.execute(_PG_STATS, _stats_params(counts))
         return
     ordered = sorted(counts.items())
     stmt = sqlite.insert(NameGramStat.__table__)
@@ -141,7 +141,7 @@ def gram_rows(pairs: Iterable[tuple[int | None, str]]) -> tuple[list[str], list[
     return grams, ids, counts
 
 
-def stats_params(counts: Counter) -> dict[str, list]:
+def _stats_params(counts: Counter) -> dict[str, list]:
     """Bind values of a PostgreSQL statistics upsert (sorted, so concurrent writers lock rows in one order)."""
     ordered = sorted(counts.items())
     return {"sgrams": [g for g, _n in ordered], "ns": [n for _g, n in ordered]}
@@ -162,7 +162,7 @@ def write_grams(session, pairs: Iterable[tuple[int, str]]) -> int:
     if grams:
         if _dialect(session) == "postgresql" and len(grams) <= 50_000:
             # Grams and their counts in one statement.
-            session.execute(_PG_GRAMS_AND_STATS, {"grams": grams, "ids": ids, **stats_params(counts)})
+            session.execute(_PG_GRAMS_AND_STATS, {"grams": grams, "ids": ids, **_stats_params(counts)})
             _adjust(session, counts, 1)
             return len(grams)
         if _dialect(session) == "postgresql":

@@ -22,7 +22,7 @@ from crm.dbutil import is_postgres
 from crm.intake import dedupe, grams
 from crm.models import Customer, NameGram, PendingDuplicateCheck, PoolEvent
 from crm.models.intake import NameGramStat
-from crm.pool.services import EVENT_FIELDS, event_values, record_events
+from crm.pool.services import EVENT_FIELDS, check_event_kind, record_events
 
 _CUSTOMERS = Customer.__table__
 _EVENTS = PoolEvent.__table__
@@ -81,7 +81,7 @@ def _write_one(
     """Run the one-lead statement; returns its rows. Keeps this process's gram counts in step."""
     columns = tuple(c for c in vars(lead) if c != "id")
     gram_list, _ids, counts = grams.gram_rows([(None, lead.name_key)] if lead.name_key else [])
-    event_values(event | {"customer_id": None})  # checks the kind
+    check_event_kind(event["kind"])
     ledger = tuple(c for c in EVENT_FIELDS if c in event and c != "customer_id")
     params = (
         {f"c_{c}": getattr(lead, c) for c in columns}

@@ -771,7 +771,7 @@ def drain_pending_checks(session: Session, now: datetime, groups: int = 50) -> i
         for customer_id, group_id in rows:
             by_group[group_id].append(customer_id)
         for ids in by_group.values():
-            opened += sum(len(pairs) for pairs in check_possible_duplicates(session, ids, now).values())
+            opened += sum(len(pairs) for pairs in _check_group(session, sorted(ids), now).values())
         session.commit()
     session.commit()
     return opened
@@ -783,12 +783,19 @@ def check_possible_duplicates(
     """The possible-duplicate check of leads taken in together (``intake(defer_fuzzy=True)``), run later by
     an rq job. Idempotent: it compares each lead only with customers older than the group (what the check
     at intake would have seen; newer leads compared themselves with these) and skips pairs already in the
-    conflict queue, so a retried or repeated job opens nothing twice. Merged leads are skipped; their
+    conflict queue, so a retried or repeated job opens nothing twice. Merged leads are skipped. Their
     pending rows are dropped. Does not commit. Returns the conflicts opened per lead."""
     ids = sorted(set(customer_ids))
+    if ids:
+        session.execute(delete(_PENDING).where(_PENDING.c.customer_id.in_(ids)))
+    return _check_group(session, ids, now)
+
+
+def _check_group(session: Session, ids: list[int], now: datetime) -> dict[int, list[tuple[int, float]]]:
+    """``check_possible_duplicates`` of sorted ``ids`` whose pending rows are already gone (the drain
+    claimed them)."""
     if not ids:
         return {}
-    session.execute(delete(_PENDING).where(_PENDING.c.customer_id.in_(ids)))
     rows = session.execute(
         select(Customer.id, Customer.name, Customer.name_key, Customer.kind).where(
             Customer.id.in_(ids), Customer.merged_into_id.is_(None)

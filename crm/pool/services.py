@@ -137,8 +137,7 @@ def record_event(
     **fields,
 ) -> PoolEvent:
     """Append one ledger row (流转记录). The only writer of single ``PoolEvent`` rows from the ORM."""
-    if kind not in EventKind.ALL:
-        raise ValueError(f"unknown ledger kind {kind!r}")
+    check_event_kind(kind)
     customer_id = customer if isinstance(customer, int) else customer.id
     event = PoolEvent(
         customer_id=customer_id,
@@ -159,18 +158,18 @@ EVENT_FIELDS = (
 )  # fmt: skip
 
 
-def event_values(row: dict) -> dict:
-    """One ledger row's column values (every field of ``EVENT_FIELDS``), its kind checked."""
-    if row["kind"] not in EventKind.ALL:
-        raise ValueError(f"unknown ledger kind {row['kind']!r}")
-    return {k: row.get(k) for k in EVENT_FIELDS}
+def check_event_kind(kind: str) -> None:
+    if kind not in EventKind.ALL:
+        raise ValueError(f"unknown ledger kind {kind!r}")
 
 
 def record_events(session: Session, rows: list[dict]) -> None:
     """Append many ledger rows in one statement (bulk moves)."""
     if not rows:
         return
-    session.execute(_EVENT_INSERT, [event_values(row) for row in rows])
+    for row in rows:
+        check_event_kind(row["kind"])
+    session.execute(_EVENT_INSERT, [{k: row.get(k) for k in EVENT_FIELDS} for row in rows])
 
 
 # Core, not the ORM's bulk insert: nobody reads the rows back here, and claims write one per request.
