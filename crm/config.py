@@ -1,7 +1,8 @@
 """Configuration: defaults, overridden by environment variables, overridden by ``create_app(config)``.
 
 Environment variables (documented in README):
-DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, SMTP_* (see settings page).
+DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, CRM_TRUSTED_PROXIES, CRM_SESSION_DAYS,
+SMTP_* (see settings page).
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def build_config(instance_path: Path) -> dict:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # A sign-in (and its remember-me cookie) ends this many days after it began (crm.auth.sessions).
+        "CRM_SESSION_DAYS": int(os.environ.get("CRM_SESSION_DAYS") or 30),
+        # How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host (ProxyFix).
+        "CRM_TRUSTED_PROXIES": int(os.environ.get("CRM_TRUSTED_PROXIES") or 0),
         "LOGIN_THROTTLE_MAX_FAILURES": 5,
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
         # Extra start-up work the web process skips in tests.

@@ -7,6 +7,8 @@ import json
 from flask import Response, make_response, render_template, request
 from jinja2_fragments.flask import render_block
 
+from crm.urls import safe_next
+
 
 def is_htmx() -> bool:
     """True for an htmx request that wants a fragment (not a history restore, which needs the page)."""
@@ -50,7 +52,9 @@ def toast(response: Response, message: str, level: str = "info") -> Response:
 
 
 def redirect_htmx(url: str) -> Response:
-    """A full-page navigation that works for htmx (``HX-Redirect``) and plain requests alike."""
+    """A full-page navigation that works for htmx (``HX-Redirect``) and plain requests alike; only to a
+    local path of this site (``crm.urls.safe_next``)."""
+    url = safe_next(url)
     if is_htmx():
         response = make_response("", 200)
         response.headers["HX-Redirect"] = url

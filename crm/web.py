@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote_to_bytes, urlsplit
 
-from flask import Flask, abort, request
+from flask import Flask, abort, has_request_context, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_babel import get_locale, ngettext
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from markupsafe import Markup
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from crm import clock
 from crm.models import Role
+from crm.urls import is_safe_local, safe_next
+
+logger = logging.getLogger(__name__)
 
 
 def _reject_non_utf8_forms():
@@ -34,15 +40,83 @@ def _reject_non_utf8_forms():
         abort(400, _("提交的内容不是有效的 UTF-8 文本。"))
 
 
+# No inline script, no eval (htmx runs with allowEval off), nothing loaded from elsewhere. Inline style
+# *attributes* stay allowed (style-src-attr: a few computed widths); <style> elements do not.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'self'; "
+    "object-src 'none'; frame-ancestors {ancestors}"
+)
+HSTS = "max-age=31536000"
+
+
+def client_ip() -> str:
+    """The client's address: the peer, or the one trusted proxies report (``CRM_TRUSTED_PROXIES``)."""
+    return request.remote_addr or "unknown"
+
+
 def _headers(response):
     if response.mimetype == "text/html":
         response.vary.add("HX-Request")
         response.headers.setdefault("Cache-Control", "no-store")
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
-    if not request.path.startswith("/f/"):  # public lead forms may be embedded in an iframe
-        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+    embeddable = request.path.startswith("/f/")  # public lead forms may be embedded in an iframe
+    if not embeddable:
+        response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault(
+        "Content-Security-Policy", CSP.format(ancestors="*" if embeddable else "'none'")
+    )
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    for header in ("Location", "HX-Redirect"):
+        target = response.headers.get(header)
+        if target is not None and not is_safe_local(target) and not _own_absolute(target):
+            # Every redirect of the app is a local path (crm.urls); anything else is a bug or an attack.
+            logger.warning("refused unsafe %s %r from %s", header, target, request.endpoint)
+            response.headers[header] = safe_next(None)
     return response
+
+
+def _own_absolute(target: str) -> bool:
+    """Werkzeug's own redirects (a missing trailing slash) are absolute URLs of this very host."""
+    parts = urlsplit(target)
+    return (
+        parts.scheme in ("http", "https")
+        and parts.netloc == request.host
+        and is_safe_local(parts.path or "/")
+    )
+
+
+def _secure_cookies(response):
+    """Behind https (directly or through a trusted proxy) every cookie we set is ``Secure``.
+
+    Registered before Flask-Login so it runs after the remember-me cookie is set; the session cookie is
+    written later still, by ``HttpsAwareSessionInterface``."""
+    if request.is_secure:
+        cookies = response.headers.getlist("Set-Cookie")
+        if any("; secure" not in c.lower() for c in cookies):
+            response.headers.remove("Set-Cookie")
+            for cookie in cookies:
+                response.headers.add(
+                    "Set-Cookie", cookie if "; secure" in cookie.lower() else cookie + "; Secure"
+                )
+    return response
+
+
+class HttpsAwareSessionInterface(SecureCookieSessionInterface):
+    """The session cookie is ``Secure`` whenever the request came over https."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        return bool(super().get_cookie_secure(app) or (has_request_context() and request.is_secure))
+
+
+def install_proxy_fix(app: Flask) -> None:
+    """Trust ``X-Forwarded-For/-Proto/-Host`` from ``CRM_TRUSTED_PROXIES`` proxies in front of the app (0 =
+    none: the headers are ignored, as anyone can send them)."""
+    hops = int(app.config.get("CRM_TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
 
 
 def fmt_dt(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -144,8 +218,12 @@ def admin_nav() -> list[tuple[str, str]]:
 
 
 def install_input_guards(app: Flask) -> None:
-    """Hooks that must run before the extensions read the request (call before ``csrf.init_app``)."""
+    """Hooks that must run before the extensions read the request (call before ``csrf.init_app``), and
+    the ones that must see the response after them (``after_request`` hooks run in reverse order)."""
     app.before_request(_reject_non_utf8_forms)
+    app.after_request(_secure_cookies)
+    app.session_interface = HttpsAwareSessionInterface()
+    install_proxy_fix(app)
 
 
 class _Macro:

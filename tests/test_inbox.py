@@ -86,7 +86,7 @@ def test_counts_and_done_and_snooze_update_the_fragment(rep_client, make, rep, o
     late = make.reminder(rep, customer=owned, kind="cadence", due_at=sh(2026, 3, 8, 10, 0))
     with clock.frozen(now):
         html = rep_client.get("/inbox/sections", headers={"HX-Request": "true"}).get_data(as_text=True)
-        assert "hx-trigger=\"every 30s [document.visibilityState === 'visible']" in html
+        assert 'data-poll="30" data-poll-on-show hx-trigger="crm:poll' in html
         assert 'data-count="today"><span class="value">2</span>' in html
         assert 'data-count="overdue"><span class="value">1</span>' in html
         resp = rep_client.post(

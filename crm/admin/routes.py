@@ -13,6 +13,7 @@ from crm import clock
 from crm.access import access
 from crm.admin import services
 from crm.admin.forms import LevelForm, NewUserForm, ResetPasswordForm, TeamForm, UserForm
+from crm.auth import sessions
 from crm.auth.services import AccountError, create_user, set_password
 from crm.extensions import db
 from crm.forms import choices
@@ -148,9 +149,12 @@ def reset_password(user_id: int):
     user = _get_or_404(User, user_id)
     form = ResetPasswordForm(prefix="reset")
     if form.validate_on_submit():
-        set_password(db.session, user, form.password.data)
+        now = clock.now()
+        set_password(db.session, user, form.password.data, now)
         db.session.commit()
-        flash(_("已重置 %(name)s 的密码。", name=user.name), "success")
+        if user.id == current_user.id:  # an admin resetting their own: this browser stays signed in
+            sessions.restart_after_password_change(db.session, user, now)
+        flash(_("已重置 %(name)s 的密码,其登录已全部退出。", name=user.name), "success")
         return redirect(url_for("admin.edit_user", user_id=user.id))
     edit_form = UserForm(obj=user)
     _fill_choices(edit_form)

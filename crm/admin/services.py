@@ -8,6 +8,7 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crm.auth import sessions
 from crm.auth.services import AccountError
 from crm.models import Level, Role, Team, User
 
@@ -45,12 +46,14 @@ def update_user(session: Session, user: User, actor: User, data: dict) -> User:
 
 
 def set_active(session: Session, user: User, actor: User, active: bool, now: datetime) -> None:
-    """Deactivate (离职) or reactivate. A deactivated user is signed out at their next request."""
+    """Deactivate (离职) or reactivate. Deactivating ends every sign-in of the user at once."""
     if user.id == actor.id and not active:
         raise AccountError(_("不能停用自己的账号。"))
     user.active = active
     user.deactivated_at = None if active else now
     user.session_version = (user.session_version or 1) + 1
+    if not active:
+        sessions.end_all(session, user, now)
 
 
 def save_team(

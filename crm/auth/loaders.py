@@ -18,19 +18,19 @@ def install_loaders(login_manager: LoginManager) -> None:
     login_manager.session_protection = "basic"
 
     @login_manager.user_loader
-    def load_user(user_id: str) -> User | None:
+    def load_user(key: str) -> User | None:
         # The API authenticates by bearer token only: a browser cookie must not reach it (no CSRF there).
         if request.path.startswith("/api/"):
             return None
-        try:
-            uid, version = (int(part) for part in user_id.split(":"))
-        except ValueError:
+        from crm.auth import sessions
+
+        # The key of a live sign-in (crm.auth.sessions): signed out, password changed, deactivated or
+        # expired → signed out on this request.
+        found = sessions.user_for_key(db.session, key, clock.now())
+        if found is None:
             return None
-        user = db.session.get(User, uid)
-        # Deactivated, or password reset since this session began: signed out on this request.
-        if user is None or not user.active or user.session_version != version:
-            return None
-        return user
+        g.auth_session = found[1]
+        return found[0]
 
     @login_manager.request_loader
     def load_user_from_token(req) -> User | None:

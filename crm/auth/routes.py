@@ -6,32 +6,21 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, abort, current_app, flash, redirect, request, session, url_for
 from flask_babel import gettext as _
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
 from crm import clock
 from crm.access import access
-from crm.auth import services
+from crm.auth import services, sessions
 from crm.auth.forms import LoginForm, PasswordForm, TokenForm
 from crm.extensions import db
 from crm.htmx import redirect_htmx, render
 from crm.models import ApiToken, Role
+from crm.urls import safe_next
+from crm.web import client_ip
 
 bp = Blueprint("auth", __name__)
-
-
-def _safe_next(target: str | None) -> str:
-    """Only same-site relative paths are followed after sign-in."""
-    if target:
-        parts = urlparse(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/") and not target.startswith("//"):
-            return target
-    return url_for("main.home")
-
-
-def client_ip() -> str:
-    return request.remote_addr or "unknown"
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -39,19 +28,17 @@ def client_ip() -> str:
 def login():
     """Sign-in page. Throttled after repeated failures per account and per address."""
     if current_user.is_authenticated:
-        return redirect(_safe_next(request.args.get("next")))
+        return redirect(safe_next(request.args.get("next")))
     form = LoginForm()
     error = None
     if form.validate_on_submit():
-        result = services.authenticate(
-            db.session, form.email.data, form.password.data, client_ip(), clock.now()
-        )
+        now = clock.now()
+        result = services.authenticate(db.session, form.email.data, form.password.data, client_ip(), now)
         if result.user is not None:
-            login_user(result.user, remember=form.remember.data)
             if result.user.locale is None and session.get("lang"):
                 result.user.locale = session["lang"]
-                db.session.commit()
-            return redirect_htmx(_safe_next(request.args.get("next")))
+            sessions.sign_in(db.session, result.user, now, remember=form.remember.data)
+            return redirect_htmx(safe_next(request.args.get("next")))
         error = result.error
     status = 422 if request.method == "POST" else 200
     return render("auth/login.html", "login_form", status=status, form=form, error=error)
@@ -60,8 +47,8 @@ def login():
 @bp.route("/logout", methods=["POST"])
 @access(Role.REP)
 def logout():
-    """Sign out."""
-    logout_user()
+    """Sign out: this sign-in ends on the server too (copies of its cookies stop working)."""
+    sessions.sign_out(db.session, clock.now())
     return redirect(url_for("auth.login"))
 
 
@@ -76,7 +63,7 @@ def set_language(code: str):
         current_user.locale = code
         db.session.commit()
     return redirect(
-        _safe_next(request.form.get("next") or request.referrer and urlparse(request.referrer).path)
+        safe_next(request.form.get("next") or request.referrer and urlparse(request.referrer).path)
     )
 
 
@@ -101,17 +88,19 @@ def profile():
 @bp.route("/profile/password", methods=["POST"])
 @access(Role.REP)
 def change_password():
-    """Change my password (asks for the current one)."""
+    """Change my password (asks for the current one). Every other sign-in of mine ends; this one goes on."""
     form = PasswordForm(prefix="pw")
     if form.validate_on_submit():
-        if not check_password_hash(current_user.password_hash, form.current.data):
+        me = current_user._get_current_object()  # the User itself: Flask-Login must not get its own proxy
+        if not check_password_hash(me.password_hash, form.current.data):
             form.current.errors.append(_("当前密码不正确。"))
         else:
-            services.set_password(db.session, current_user, form.password.data)
+            now = clock.now()
+            services.set_password(db.session, me, form.password.data, now)
             db.session.commit()
-            login_user(current_user)  # keep this session, end the others
-            flash(_("密码已修改。"), "success")
-            return redirect(url_for("auth.profile"))
+            sessions.restart_after_password_change(db.session, me, now)
+            flash(_("密码已修改,其他设备上的登录已全部退出。"), "success")
+            return redirect_htmx(url_for("auth.profile"))
     return render("auth/profile.html", "password_panel", status=422, **_profile_context(password_form=form))
 
 

@@ -136,12 +136,16 @@ def create_user(
     return user
 
 
-def set_password(session: Session, user: User, password: str) -> None:
-    """Reset a password; other sessions of the user end at their next request."""
+def set_password(session: Session, user: User, password: str, now: datetime | None = None) -> None:
+    """Set a new password; every sign-in of the user ends (remember-me cookies too). Does not commit."""
+    from crm import clock
+    from crm.auth import sessions
+
     if len(password) < 8:
         raise AccountError(_("密码至少 8 位。"))
     user.password_hash = hash_password(password)
     user.session_version = (user.session_version or 1) + 1
+    sessions.end_all(session, user, now or clock.now())
 
 
 def manager_of(user: User) -> User | None:

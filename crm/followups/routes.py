@@ -3,9 +3,7 @@ panel (all post to one endpoint), and the managers' spot-check list."""
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
-
-from flask import Blueprint, abort, flash, make_response, request, url_for
+from flask import Blueprint, abort, flash, make_response, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
@@ -19,17 +17,12 @@ from crm.htmx import redirect_htmx, render, render_fragment, toast, trigger
 from crm.models import Channel, Customer, FollowUp, Reminder, ReminderStatus, Role, SpotCheck
 from crm.permissions import can_edit_customer, can_view_customer
 from crm.reminders import services as reminders
+from crm.urls import safe_next
 
 bp = Blueprint("followups", __name__)
 
 MODES = ("page", "sheet", "panel")
 EVENT_SAVED = "crm:followup-saved"
-
-
-def _safe_next(target: str | None) -> str:
-    if target and target.startswith("/") and not target.startswith("//") and not urlparse(target).netloc:
-        return target
-    return url_for("main.home")
 
 
 def _customer_for_followup(customer_id: int) -> Customer:
@@ -148,7 +141,7 @@ def _saved(customer: Customer, form: FollowUpPageForm, mode: str):
         response.vary.add("HX-Request")
     else:
         flash(message, "success")
-        response = redirect_htmx(_safe_next(form.next.data))
+        response = redirect_htmx(safe_next(form.next.data))
     trigger(response, EVENT_SAVED, {"customer_id": customer.id})
     return toast(response, message, "success") if mode != "page" else response
 

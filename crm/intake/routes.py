@@ -34,6 +34,7 @@ from crm.models import Customer, DuplicateConflict, ImportBatch, LeadForm, Pool,
 from crm.permissions import is_pool_admin, visible_pool_ids
 from crm.pool.services import PoolRefusal, claim
 from crm.scoring import panels  # noqa: F401  (registers the score panel, JSON and signal receivers)
+from crm.web import client_ip
 
 bp = Blueprint("intake", __name__)
 
@@ -518,10 +519,6 @@ def _public_form_or_404(slug: str) -> LeadForm:
     return form_obj
 
 
-def _client_address() -> str:
-    return request.remote_addr or "unknown"
-
-
 @bp.route("/f/<slug>", methods=["GET", "POST"])
 @access(None)
 @csrf.exempt
@@ -536,7 +533,7 @@ def public_form(slug: str):
         for key in ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content"):
             getattr(form, key).data = request.args.get(key, "")[:200]
     else:
-        address = _client_address()
+        address = client_ip()
         if public.rate_limited(db.session, address, now):
             public.note_hit(db.session, address, now, "rate_limited")
             return render("intake/public_form.html", status=429, form_obj=form_obj, form=form, limited=True,

@@ -1,6 +1,6 @@
 """All tables. Tables only: business rules live in the feature ``services`` modules."""
 
-from .accounts import ApiToken, Level, LoginAttempt, Role, Team, User
+from .accounts import ApiToken, Level, LoginAttempt, Role, Team, User, UserSession
 from .customers import (
     HARD_TAG,
     Activity,
@@ -30,6 +30,7 @@ from .intake import (
     LeadForm,
     PendingDuplicateCheck,
     RateLimitHit,
+    UsedFormToken,
 )
 from .ledger_guard import install_ledger_guard
 from .pools import (
@@ -54,7 +55,8 @@ __all__ = [
     "LoginAttempt", "NameGram", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
-    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "User", "WebhookEndpoint",
+    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "UsedFormToken", "User", "UserSession",
+    "WebhookEndpoint",
     "customer_tags", "install_ledger_guard",
 ]  # fmt: skip
 

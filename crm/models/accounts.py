@@ -76,7 +76,7 @@ class User(UserMixin, db.Model):
     notify_prefs: Mapped[dict] = mapped_column(JSONType, default=dict)
     # Secret calendar feed URL token (hashed); rotating it revokes the old URL.
     ics_token_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
-    # Bumped on password reset / deactivation so other sessions are logged out.
+    # Bumped on password reset / deactivation (sign-ins themselves are ``UserSession`` rows).
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     # Bumped first thing in a claim/assign transaction: a row lock that serialises one user's claims,
     # so the holding cap and daily limit hold under concurrency (PostgreSQL row lock, SQLite write lock).
@@ -86,10 +86,6 @@ class User(UserMixin, db.Model):
     level: Mapped[Level | None] = relationship()
     team: Mapped[Team | None] = relationship(back_populates="members", foreign_keys=[team_id])
     manager: Mapped[User | None] = relationship(remote_side=[id], foreign_keys=[manager_id])
-
-    def get_id(self) -> str:
-        # The session version makes a password reset or deactivation end other sessions.
-        return f"{self.id}:{self.session_version}"
 
     @property
     def is_active(self) -> bool:  # Flask-Login: inactive users cannot stay signed in
@@ -125,6 +121,27 @@ class ApiToken(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    user: Mapped[User] = relationship()
+
+
+class UserSession(db.Model):
+    """One sign-in (登录会话) of one browser. The session cookie and the remember-me cookie carry a random key;
+    only its SHA-256 is stored. Signing out revokes the row; a password change or deactivation revokes all
+    of the user's rows; every row ends at ``expires_at`` whatever the cookies say."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    remember: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
     user: Mapped[User] = relationship()
 

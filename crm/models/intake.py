@@ -120,6 +120,17 @@ class RateLimitHit(db.Model):
     detail: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class UsedFormToken(db.Model):
+    """A public-form token that has been posted once (its nonce's SHA-256): a token is good for one post.
+    Rows older than the token lifetime are purged with the rate-limit hits."""
+
+    __tablename__ = "used_form_tokens"
+
+    nonce_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    form_id: Mapped[int] = mapped_column(Integer)
+    used_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
 class NameGramStat(db.Model):
     """How many customers carry each name gram: the fuzzy check reads the rarest grams first.
 

@@ -48,6 +48,7 @@ from crm.pool.forms import (
     ReturnToPoolForm,
 )
 from crm.settings import store
+from crm.urls import safe_next
 
 bp = Blueprint("pool", __name__)
 
@@ -268,10 +269,7 @@ def _row_response(
 
 def _back(default: str) -> str:
     """Where a plain (non-htmx) form post returns: the page it came from on this site, else ``default``."""
-    target = request.form.get("next") or ""
-    if target.startswith("/") and not target.startswith("//"):
-        return target
-    return default
+    return safe_next(request.form.get("next"), default)
 
 
 @bp.route("/customers/<int:customer_id>/claim", methods=["POST"])

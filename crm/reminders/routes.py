@@ -18,6 +18,7 @@ from crm.models import Customer, Reminder, ReminderDelivery, ReminderKind, Role,
 from crm.reminders import dispatch, ics, services
 from crm.reminders.forms import CustomReminderForm, NotifyPrefsForm, SnoozeForm
 from crm.settings import store
+from crm.urls import safe_next
 
 bp = Blueprint("reminders", __name__)
 
@@ -97,10 +98,7 @@ def _globals():
 
 
 def _back(default: str | None = None) -> str:
-    target = request.form.get("next") or request.args.get("next") or ""
-    if target.startswith("/") and not target.startswith("//"):
-        return target
-    return default or url_for("main.home")
+    return safe_next(request.form.get("next") or request.args.get("next"), default)
 
 
 def _inbox_response(message: str):
