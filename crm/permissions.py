@@ -112,8 +112,29 @@ def can_release(session: Session, user: User, customer: Customer) -> bool:
 
 
 def can_assign_from_pool(session: Session, user: User, pool: Pool | int) -> bool:
-    """Managers, admins and the pool's admins may hand pool customers to someone (分配)."""
-    return user.role in (Role.ADMIN, Role.MANAGER) or is_pool_admin(session, user, pool)
+    """Who may hand pool customers to someone (分配): admins, the pool's admins, and managers of a pool their
+    team belongs to (they, a team they lead, or one of the people they manage is a member). A manager does
+    not reach into another region's pool."""
+    if user.role == Role.MANAGER:
+        return is_pool_member(session, user, pool) or manages_a_member(session, user, pool)
+    return is_pool_admin(session, user, pool)
+
+
+def manages_a_member(session: Session, manager: User, pool: Pool | int) -> bool:
+    """Is a team this manager leads, or someone they manage, a member of the pool?"""
+    from crm.models import Team
+
+    pool_id = pool if isinstance(pool, int) else pool.id
+    team_ids = select(Team.id).where(Team.manager_id == manager.id)
+    listed = exists().where(
+        PoolMember.pool_id == pool_id,
+        or_(
+            PoolMember.user_id.in_(team_member_ids(session, manager)),
+            PoolMember.team_id.in_(team_ids),
+            PoolMember.team_id == manager.team_id if manager.team_id else false(),
+        ),
+    )
+    return bool(session.scalar(select(listed)))
 
 
 def can_transfer(session: Session, user: User, customer: Customer) -> bool:

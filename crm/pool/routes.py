@@ -31,6 +31,7 @@ from crm.permissions import (
     is_pool_admin,
     is_pool_member,
     manages,
+    manages_a_member,
     pool_role_exprs,
     pool_roles,
     roles_from,
@@ -81,15 +82,18 @@ class PoolAccess:
 
     member: bool  # may see and claim
     pool_admin: bool  # admins and the pool's admins: assign, edit, see unmasked contacts
-    can_assign: bool  # pool admins and managers
+    can_assign: bool  # pool admins, and managers who are members (permissions.can_assign_from_pool)
 
 
-def _access_of(user: User, admin_of: bool, member: bool) -> PoolAccess:
-    return PoolAccess(member=member, pool_admin=admin_of, can_assign=admin_of or user.role == Role.MANAGER)
+def _access_of(user: User, pool_id: int, admin_of: bool, member: bool) -> PoolAccess:
+    can_assign = admin_of or (
+        user.role == Role.MANAGER and (member or manages_a_member(db.session, user, pool_id))
+    )
+    return PoolAccess(member=member, pool_admin=admin_of, can_assign=can_assign)
 
 
 def pool_access(pool: Pool, user: User) -> PoolAccess:
-    return _access_of(user, *pool_roles(db.session, user, pool))
+    return _access_of(user, pool.id, *pool_roles(db.session, user, pool))
 
 
 def _require_pool_view(pool: Pool, rights: PoolAccess | None = None) -> PoolAccess:
@@ -115,7 +119,7 @@ def _viewable_pool_or_404(pool_id: int) -> tuple[Pool, PoolAccess]:
     if found is None or found[0].deleted_at is not None:
         abort(404, _("公海不存在。"))
     pool = found[0]
-    return pool, _require_pool_view(pool, _access_of(me, *roles_from(me, found[1], found[2])))
+    return pool, _require_pool_view(pool, _access_of(me, pool.id, *roles_from(me, found[1], found[2])))
 
 
 def masks_for(pool: Pool | None, user: User) -> bool:

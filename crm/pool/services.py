@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 
-from crm import clock, signals
+from crm import clock, permissions, signals
 from crm.dbutil import is_postgres, prebuilt
 from crm.models import (
     ClaimCount,
@@ -780,7 +780,7 @@ def end_holdings(
 
 
 def can_assign_from_pool(session: Session, actor: User, pool_id: int) -> bool:
-    return actor.role in (Role.ADMIN, Role.MANAGER) or is_pool_admin(session, actor, pool_id)
+    return permissions.can_assign_from_pool(session, actor, pool_id)
 
 
 @dataclass

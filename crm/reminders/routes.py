@@ -15,6 +15,7 @@ from crm.access import access
 from crm.extensions import db
 from crm.htmx import is_htmx, redirect_htmx, render, render_fragment, toast, trigger
 from crm.models import Customer, Reminder, ReminderDelivery, ReminderKind, Role, User
+from crm.permissions import can_view_customer
 from crm.reminders import dispatch, ics, services
 from crm.reminders.forms import CustomReminderForm, NotifyPrefsForm, SnoozeForm
 from crm.settings import store
@@ -202,7 +203,8 @@ def new_reminder():
     """自定义提醒: "下周三提醒我发报价", optionally about a customer."""
     customer_id = request.values.get("customer_id", type=int)
     customer = db.session.get(Customer, customer_id) if customer_id else None
-    if customer_id and customer is None:
+    # Before anything is rendered or read: a customer this user may not see is not there (no name leaks).
+    if customer_id and (customer is None or not can_view_customer(db.session, current_user, customer)):
         abort(404)
     if request.method == "GET":
         form = CustomReminderForm(formdata=None)
