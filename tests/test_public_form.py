@@ -70,9 +70,9 @@ def test_the_honeypot_pretends_success_and_creates_nothing(client, form):
 
 def test_an_address_over_the_rate_limit_gets_429(client, form):
     with clock.frozen(T0):
-        _page, token = _token(client)
+        tokens = [_token(client)[1] for _ in range(7)]  # each token is good for one post
     statuses = []
-    for i in range(7):
+    for i, token in enumerate(tokens):
         with clock.frozen(T0 + timedelta(seconds=20 + i)):
             statuses.append(_submit(client, token, phone=f"1381234{i:04d}", email=f"q{i}@rf.cn").status_code)
     assert statuses == [303] * 5 + [429, 429]
@@ -113,10 +113,10 @@ def test_an_instant_submission_is_asked_to_try_again(client, form):
 
 def test_missing_fields_and_a_bad_phone_are_shown_in_place(client, form):
     with clock.frozen(T0):
-        _page, token = _token(client)
+        token, second = _token(client)[1], _token(client)[1]
     with clock.frozen(T0 + timedelta(seconds=20)):
         empty = _submit(client, token, contact_name="", phone="")
-        bad = _submit(client, token, phone="62888888")
+        bad = _submit(client, second, phone="62888888")
     assert empty.status_code == 422 and "请填写您的姓名" in empty.text and "请填写手机号码" in empty.text
     assert bad.status_code == 422 and "座机号码请带区号" in bad.text
     assert db.session.scalar(select(func.count()).select_from(Customer)) == 0
@@ -138,3 +138,51 @@ def test_disabled_or_unknown_forms_are_404(client, form):
     db.session.commit()
     assert client.get("/f/expo").status_code == 404
     assert client.get("/f/nope").status_code == 404
+
+
+def test_a_token_is_good_for_one_post_only(client, form):
+    """Issue 18 #13: one signed token was accepted for four posts in a row."""
+    with clock.frozen(T0):
+        _page, token = _token(client)
+    statuses = []
+    for i in range(4):
+        with clock.frozen(T0 + timedelta(seconds=20 + i)):
+            resp = _submit(client, token, phone=f"1391234{i:04d}", name=f"公司{i}", email=f"r{i}@rf.cn")
+            statuses.append(resp.status_code)
+    assert statuses == [303, 409, 409, 409]
+    assert "这份表单已经提交过了,请勿重复提交。" in resp.text
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
+    # The refusal page carries a fresh token that works.
+    fresh = re.search(r'name="token" value="([^"]+)"', resp.text).group(1)
+    with clock.frozen(T0 + timedelta(seconds=40)):
+        assert _submit(client, fresh, phone="13900001111", name="新公司").status_code == 303
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 2
+
+
+def test_a_post_that_fails_validation_spends_its_token_and_hands_out_a_new_one(client, form):
+    with clock.frozen(T0):
+        _page, token = _token(client)
+    with clock.frozen(T0 + timedelta(seconds=20)):
+        bad = _submit(client, token, phone="")
+        assert bad.status_code == 422
+        again = _submit(client, token)
+        assert again.status_code == 409
+    fresh = re.search(r'name="token" value="([^"]+)"', bad.text).group(1)
+    with clock.frozen(T0 + timedelta(seconds=40)):
+        assert fresh != token and _submit(client, fresh).status_code == 303
+
+
+def test_used_tokens_are_purged_after_they_expire_anyway(app, client, form):
+    from crm.intake import public
+    from crm.models import UsedFormToken
+
+    with clock.frozen(T0):
+        _page, token = _token(client)
+    with clock.frozen(T0 + timedelta(seconds=20)):
+        assert _submit(client, token).status_code == 303
+    assert db.session.scalar(select(func.count()).select_from(UsedFormToken)) == 1
+    public.purge_hits(db.session, T0 + timedelta(hours=12))
+    assert db.session.scalar(select(func.count()).select_from(UsedFormToken)) == 1
+    public.purge_hits(db.session, T0 + public.TOKEN_MAX_AGE + timedelta(hours=2))
+    db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(UsedFormToken)) == 0

@@ -6,7 +6,9 @@ Flask-WTF's session-bound CSRF token cannot work there — and an anonymous form
 protecting anyway. Instead each rendered form carries a **signed form token** (itsdangerous, keyed by the
 app's SECRET_KEY): it names the form and the instant it was rendered. A post must bring a valid token for
 that form, not older than ``TOKEN_MAX_AGE`` (no replay of week-old tokens) and not younger than
-``CRM_FORM_MIN_SECONDS`` (people take a few seconds; scripts do not). Together with the honeypot field
+``CRM_FORM_MIN_SECONDS`` (people take a few seconds; scripts do not), and each token is good for **one**
+post: the hash of its random nonce is stored when it is spent (``UsedFormToken``, in the database, the
+same transaction-safe store whatever Redis is doing), so a second post of it is refused. Together with the honeypot field
 (hidden from people; bots fill it and get a thank-you page while nothing is created) and a rate limit
 per client address (``RateLimitHit`` rows over a sliding window, settings → intake), that keeps blind
 scripted posting out without cookies.
@@ -22,10 +24,12 @@ from flask import current_app
 from flask_babel import gettext as _
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from crm.auth.services import sha256
 from crm.intake import config
-from crm.models import LeadForm, Pool, RateLimitHit, User
+from crm.models import LeadForm, Pool, RateLimitHit, UsedFormToken, User
 from crm.permissions import is_pool_admin
 
 TOKEN_MAX_AGE = timedelta(hours=24)
@@ -37,7 +41,7 @@ def _serializer() -> URLSafeSerializer:
 
 
 def form_token(form: LeadForm, now: datetime) -> str:
-    return _serializer().dumps({"f": form.id, "t": int(now.timestamp()), "n": secrets.token_hex(4)})
+    return _serializer().dumps({"f": form.id, "t": int(now.timestamp()), "n": secrets.token_urlsafe(16)})
 
 
 def check_token(form: LeadForm, token: str | None, now: datetime) -> str | None:
@@ -53,7 +57,23 @@ def check_token(form: LeadForm, token: str | None, now: datetime) -> str | None:
         return "expired"
     if age < current_app.config.get("CRM_FORM_MIN_SECONDS", 2):
         return "too_fast"
+    if not isinstance(data.get("n"), str) or not data["n"]:
+        return "invalid"
     return None
+
+
+def spend_token(session: Session, form: LeadForm, token: str, now: datetime) -> bool:
+    """Mark a good token (``check_token`` said None) used; False when it was used before. Commits.
+
+    The nonce's hash is the primary key, so of two posts racing with one token exactly one wins."""
+    nonce = _serializer().loads(token)["n"]
+    session.add(UsedFormToken(nonce_hash=sha256(f"{form.id}:{nonce}"), form_id=form.id, used_at=now))
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return False
+    return True
 
 
 def rate_limited(session: Session, address: str, now: datetime) -> bool:
@@ -83,7 +103,10 @@ def note_hit(session: Session, address: str, now: datetime, detail: str) -> None
 
 
 def purge_hits(session: Session, now: datetime) -> int:
-    """Drop hits older than any window (nightly)."""
+    """Drop hits older than any window, and used tokens that have expired anyway (nightly)."""
+    session.execute(
+        delete(UsedFormToken).where(UsedFormToken.used_at < now - TOKEN_MAX_AGE - timedelta(hours=1))
+    )
     return session.execute(delete(RateLimitHit).where(RateLimitHit.at < now - KEEP_HITS)).rowcount
 
 

@@ -542,14 +542,15 @@ def public_form(slug: str):
             public.note_hit(db.session, address, now, "honeypot")
             return redirect(url_for("intake.public_thanks", slug=slug), 303)
         problem = public.check_token(form_obj, form.token.data, now)
+        if problem is None and not public.spend_token(db.session, form_obj, form.token.data, now):
+            problem = "used"
         if problem is not None:
             public.note_hit(db.session, address, now, f"token:{problem}")
-            notice = (
-                _("提交得太快了,请确认信息后再提交一次。")
-                if problem == "too_fast"
-                else _("页面已过期,请确认信息后重新提交。")
-            )
-            status = 422
+            notice = {
+                "too_fast": _("提交得太快了,请确认信息后再提交一次。"),
+                "used": _("这份表单已经提交过了,请勿重复提交。如需再留言,请确认信息后重新提交。"),
+            }.get(problem, _("页面已过期,请确认信息后重新提交。"))
+            status = 409 if problem == "used" else 422
         elif form.validate():
             data = LeadData.from_dict(
                 {
