@@ -45,7 +45,7 @@ def _reject_non_utf8_forms():
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'self'; "
-    "object-src 'none'; frame-ancestors {ancestors}"
+    "object-src 'none'"
 )
 HSTS = "max-age=31536000"
 
@@ -64,8 +64,10 @@ def _headers(response):
     embeddable = request.path.startswith("/f/")  # public lead forms may be embedded in an iframe
     if not embeddable:
         response.headers.setdefault("X-Frame-Options", "DENY")
+    # Public lead forms are framed by any customer site (and by pages Chromium counts as opaque origins,
+    # which even ``frame-ancestors *`` refuses): no frame-ancestors for them.
     response.headers.setdefault(
-        "Content-Security-Policy", CSP.format(ancestors="*" if embeddable else "'none'")
+        "Content-Security-Policy", CSP if embeddable else CSP + "; frame-ancestors 'none'"
     )
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)

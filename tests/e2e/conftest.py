@@ -64,6 +64,9 @@ def browser():
 
 
 def _page(browser, viewport, **kwargs):
+    # Playwright's wait_for_function polls string predicates with eval() inside the page, which the app's
+    # Content-Security-Policy forbids; test_csp_e2e.py opens its pages with the policy enforced.
+    kwargs.setdefault("bypass_csp", True)
     context = browser.new_context(viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai", **kwargs)
     page = context.new_page()
     page.set_default_timeout(10_000)

@@ -13,6 +13,7 @@ from crm import clock
 from crm.extensions import db
 from crm.models import Customer, FollowUp, Pool
 from crm.reminders.dispatch import fan_out
+from tests.e2e.conftest import PHONE, _page
 
 CSP_WATCH = """
 window.__cspViolations = [];
@@ -20,6 +21,22 @@ document.addEventListener('securitypolicyviolation', function (e) {
   window.__cspViolations.push(e.violatedDirective + ' ' + (e.blockedURI || 'inline') + ' ' + e.sourceFile + ':' + e.lineNumber);
 });
 """
+
+
+@pytest.fixture
+def strict(browser):
+    """``strict()``: a 390×844 phone page with the Content-Security-Policy enforced (not bypassed)."""
+    contexts = []
+
+    def make():
+        context, page = _page(browser, PHONE, is_mobile=True, has_touch=True, device_scale_factor=2,
+                              bypass_csp=False)  # fmt: skip
+        contexts.append(context)
+        return page
+
+    yield make
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture
@@ -64,9 +81,9 @@ def scene(make, rep, manager):
 
 
 def test_main_screens_pass_the_csp_and_htmx_still_works(
-    live_server, page, new_page, make, rep, manager, scene, login_as, watch, screenshot
+    live_server, strict, make, rep, manager, scene, login_as, watch, screenshot
 ):
-    watch(page)
+    page = watch(strict())
     page.goto(f"{live_server}/login")
     watch.check(page, "login")
     screenshot(page, "csp-login-phone")
@@ -105,7 +122,7 @@ def test_main_screens_pass_the_csp_and_htmx_still_works(
     screenshot(page, "csp-customer-phone")
 
     # A manager: the assign form's 取消 (was an onclick) and the pipeline's owner picker (was onchange).
-    boss = watch(new_page())
+    boss = watch(strict())
     login_as(boss, manager)
     boss.goto(f"{live_server}/pools/{scene['pool'].id}")
     row = boss.locator(f"#c-{scene['spare'].id}")
@@ -113,17 +130,17 @@ def test_main_screens_pass_the_csp_and_htmx_still_works(
     slot = boss.locator(f"#assign-slot-{scene['spare'].id}")
     slot.locator("form").wait_for()
     slot.get_by_role("button", name="取消").click()
-    boss.wait_for_function(f"document.querySelector('#assign-slot-{scene['spare'].id}').innerHTML === ''")
+    slot.locator("form").wait_for(state="detached")
     watch.check(boss, "manager board")
 
 
 def test_admin_settings_pass_the_csp_and_confirm_still_asks(
-    app, live_server, page, make, admin, login_as, watch, screenshot
+    app, live_server, strict, make, admin, login_as, watch, screenshot
 ):
     from flask import url_for
 
     pool = make.pool(name="待删除的池")
-    watch(page)
+    page = watch(strict())
     login_as(page, admin)
     with app.test_request_context():
         settings_url = url_for("reminders.admin_settings")
