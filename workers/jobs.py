@@ -121,8 +121,10 @@ def sample_spot_checks() -> int:
 @app_job
 def recompute_scores() -> dict:
     """Nightly (intake/scoring): recompute every score so behaviour points decay, refresh the name-gram
-    statistics the fuzzy check orders by, and drop old public-form rate-limit hits. Idempotent."""
+    statistics the fuzzy check orders by, drop old public-form rate-limit hits and used tokens, and ended
+    sign-ins. Idempotent."""
     from crm import clock
+    from crm.auth import sessions
     from crm.extensions import db
     from crm.intake import grams, public
     from crm.scoring import services
@@ -131,6 +133,7 @@ def recompute_scores() -> dict:
     result = services.recompute_all(db.session, now)
     result["name_grams"] = grams.refresh_stats(db.session)
     result["rate_limit_hits_purged"] = public.purge_hits(db.session, now)
+    result["sign_ins_purged"] = sessions.purge(db.session, now)
     db.session.commit()
     return result
 
