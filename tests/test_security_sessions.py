@@ -216,3 +216,13 @@ def test_sessions_purge_drops_ended_rows(app, rep):
     assert sessions.purge(db.session, now) == 1
     db.session.commit()
     assert sessions.user_for_key(db.session, live, now)[0].id == rep.id
+
+
+def test_deactivation_through_the_api_ends_the_users_sign_ins(app, rep, admin, api):
+    client = app.test_client()
+    _sign_in(client, rep, remember=True)
+    token = auth_services.create_token(db.session, admin, "管理", clock.now(), "read write admin")
+    db.session.commit()
+    resp = api(token).patch(f"/api/v1/users/{rep.id}", json={"active": False})
+    assert resp.status_code == 200, resp.get_json()
+    assert not _signed_in(client)

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from flask import current_app, g, request
 from flask import session as cookie_session
 from flask_login import login_user, logout_user
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from crm.auth.services import sha256
@@ -109,8 +109,6 @@ def end_all(session: Session, user: User | int, now: datetime) -> int:
 
 def purge(session: Session, now: datetime) -> int:
     """Drop sign-ins that ended more than a day ago (nightly). Does not commit."""
-    from sqlalchemy import delete, or_
-
     cutoff = now - timedelta(days=1)
     result = session.execute(
         delete(UserSession).where(or_(UserSession.expires_at < cutoff, UserSession.revoked_at < cutoff))
