@@ -29,3 +29,5 @@ cron.register(jobs.recompute_scores, queue_name="default", cron="30 2 * * *", jo
 # (one reminder per manager and week).
 cron.register(jobs.rollup_reports, queue_name="default", cron="10 1 * * *", job_timeout=1800)
 cron.register(jobs.weekly_digest, queue_name="default", cron="0 8-11 * * 1")
+# Nightly backup at 03:15 (crm/ops/backup.py; SQLite by default, see CRM_BACKUP_NIGHTLY).
+cron.register(jobs.nightly_backup, queue_name="default", cron="15 3 * * *", job_timeout=3600)

@@ -183,3 +183,19 @@ def check_possible_duplicates(customer_ids: list[int] | None = None) -> int:
     opened = drain_pending_checks(db.session, clock.now())
     time.sleep(queues.NUDGE_SECONDS)
     return opened + drain_pending_checks(db.session, clock.now())
+
+
+@app_job
+def nightly_backup() -> str:
+    """Nightly backup (``crm backup``) into CRM_BACKUP_DIR, keeping the newest CRM_BACKUP_KEEP. By default only
+    on SQLite (``CRM_BACKUP_NIGHTLY=auto``): PostgreSQL hosts usually back up with their own tools; set it to
+    1 to have it here too (needs pg_dump), 0 to turn it off."""
+    from flask import current_app
+
+    from crm.extensions import db
+    from crm.ops.cli import take_backup
+
+    wanted = str(current_app.config.get("CRM_BACKUP_NIGHTLY", "auto")).lower()
+    if wanted in ("0", "off", "false", "no") or (wanted == "auto" and db.engine.dialect.name != "sqlite"):
+        return "skipped (CRM_BACKUP_NIGHTLY)"
+    return take_backup()
