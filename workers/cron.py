@@ -9,7 +9,7 @@ from rq import cron
 
 from workers import jobs
 
-cron.register(jobs.heartbeat, queue_name="default", interval=300)
+cron.register(jobs.heartbeat, queue_name="default", interval=60)
 # Recycle sweep + warning pass (issue 5), every 3 minutes: recycling is due-to-the-minute within a few
 # minutes, and the sweep is idempotent and serialised, so overlapping runs are harmless.
 cron.register(jobs.recycle_sweep, queue_name="default", interval=180)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 
 _app = None
@@ -23,7 +24,8 @@ def get_app():
 
 
 def app_job(func: Callable) -> Callable:
-    """Run ``func`` inside an app context; roll back on error so the next job starts clean."""
+    """Run ``func`` inside an app context; roll back on error so the next job starts clean; one log line and
+    the outcome remembered for the status page (``crm.ops.runs.observe_job``)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -33,14 +35,16 @@ def app_job(func: Callable) -> Callable:
             return func(*args, **kwargs)
         with get_app().app_context():
             from crm.extensions import db
+            from crm.ops.runs import observe_job
 
-            try:
-                return func(*args, **kwargs)
-            except Exception:
-                db.session.rollback()
-                raise
-            finally:
-                db.session.remove()
+            with observe_job(func.__name__):
+                try:
+                    return func(*args, **kwargs)
+                except Exception:
+                    db.session.rollback()
+                    raise
+                finally:
+                    db.session.remove()
 
     return wrapper
 
@@ -48,13 +52,16 @@ def app_job(func: Callable) -> Callable:
 @app_job
 def heartbeat() -> str:
     """A trivial job the scheduler enqueues so operators can see the worker is alive and reaches the
-    database (the worker's log shows it every few minutes)."""
+    database: it writes the worker's heartbeat row (系统状态) and a log line every minute."""
     from sqlalchemy import text
 
     from crm import clock
     from crm.extensions import db
 
     db.session.execute(text("SELECT 1"))
+    from crm.ops.runs import beat
+
+    beat("worker", pid=os.getppid())  # run in rq's work horse: its parent is the worker
     stamp = clock.now().isoformat()
     logging.getLogger("crm.worker").info("heartbeat: database reachable at %s", stamp)
     return stamp

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -102,3 +103,41 @@ def install_web_heartbeat(app) -> None:
             except SQLAlchemyError:  # the database being down must not fail the request
                 app.logger.warning("could not write the web heartbeat", exc_info=True)
         return response
+
+
+@contextmanager
+def observe_job(name: str):
+    """Around one run of an rq job: remember its outcome (``OpsJob``) and log one line. Bookkeeping that
+    fails (database down) is logged, never raised over the job's own result."""
+    import time
+
+    started, t0 = clock.now(), time.perf_counter()
+    job_id = None
+    try:
+        from rq import get_current_job
+
+        job = get_current_job()
+        job_id = job.id if job is not None else None
+    except Exception:  # not inside rq
+        job_id = None
+    try:
+        yield
+    except Exception as exc:
+        _bookkeep(name, job_id, started, time.perf_counter() - t0, False, f"{exc.__class__.__name__}: {exc}")
+        raise
+    else:
+        _bookkeep(name, job_id, started, time.perf_counter() - t0, True, "")
+
+
+def _bookkeep(
+    name: str, job_id: str | None, started: datetime, seconds: float, ok: bool, detail: str
+) -> None:
+    import logging
+
+    from crm.ops.logs import log_job
+
+    log_job(name, job_id, ok, seconds, detail)
+    try:
+        record_job(name, started, ok, detail)
+    except SQLAlchemyError:
+        logging.getLogger("crm.job").warning("could not record the outcome of %s", name, exc_info=True)
