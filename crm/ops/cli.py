@@ -66,3 +66,22 @@ def restore_cmd(file: str, force: bool) -> None:
     click.echo(
         f"restored {file} into {current_app.config['SQLALCHEMY_DATABASE_URI'].split('@')[-1]}; migrations applied"
     )
+
+
+@crm_cli.command("doctor")
+def doctor_cmd() -> None:
+    """Check this production set-up (SECRET_KEY, database, Redis, SMTP, time zone, migrations, backups,
+    trusted proxies); print what is wrong; exit 1 when anything is."""
+    from crm.ops.doctor import diagnose
+
+    report = diagnose()
+    for name in report.passed:
+        click.echo(f"ok       {name}")
+    for line in report.warnings:
+        click.echo(f"warning  {line}")
+    for line in report.problems:
+        click.echo(f"PROBLEM  {line}")
+    if report.problems:
+        click.echo(f"{len(report.problems)} problem(s) found")
+        raise SystemExit(1)
+    click.echo("no problems found")
