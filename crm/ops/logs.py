@@ -86,18 +86,22 @@ JSONFormatter.converter = time.gmtime
 
 def configure(fmt: str | None = None, level: int = logging.INFO) -> None:
     """Root logging for our processes (web under gunicorn, worker, scheduler): text or JSON on stderr.
-    Leaves gunicorn's own loggers' handlers alone, but masks its access log."""
+    A process that already set up the root logger (the worker's and scheduler's ``basicConfig``) keeps its
+    handlers (no line printed twice); they only get the JSON format when asked. Gunicorn's own loggers keep
+    their handlers, but its access log is masked."""
     root = logging.getLogger()
-    handler = next((h for h in root.handlers if getattr(h, "crm", False)), None)
-    if handler is None:
+    json_lines = (fmt or "text").lower() == "json"
+    if not root.handlers:
         handler = logging.StreamHandler()
-        handler.crm = True  # type: ignore[attr-defined]
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(level)
-    if (fmt or "text").lower() == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if json_lines:
+        for handler in root.handlers:
+            handler.setFormatter(JSONFormatter())
+        access = logging.getLogger("gunicorn.access")
+        for handler in access.handlers:
+            handler.setFormatter(JSONFormatter())
     install_mask()
 
 

@@ -100,8 +100,8 @@ def install_web_heartbeat(app) -> None:
             state["next"] = now + interval
             try:
                 beat("web")
-            except SQLAlchemyError:  # the database being down must not fail the request
-                app.logger.warning("could not write the web heartbeat", exc_info=True)
+            except SQLAlchemyError as exc:  # the database being down must not fail the request
+                app.logger.warning("could not write the web heartbeat: %s", str(exc).splitlines()[0])
         return response
 
 
