@@ -191,3 +191,19 @@ def _wait_for_port(error_log) -> int:
                 return int(found.group(1))
         time.sleep(0.1)
     raise AssertionError(error_log.read_text() if error_log.exists() else "gunicorn did not start")
+
+
+def test_metrics_in_multiprocess_mode_still_show_the_shared_state(client, monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    found = _metrics(client)
+    assert {s.labels["queue"] for s in found["crm_queue_depth"]} == {"default", "dispatch"}
+    assert "crm_sweeps" in found and "crm_reminder_deliveries" in found
+
+
+def test_static_urls_carry_a_content_hash_for_long_caching(client, app):
+    import hashlib
+    from pathlib import Path
+
+    page = client.get("/login").get_data(as_text=True)
+    digest = hashlib.sha256((Path(app.static_folder) / "app.css").read_bytes()).hexdigest()[:10]
+    assert f"/static/app.css?v={digest}" in page
