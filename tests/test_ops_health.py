@@ -207,3 +207,10 @@ def test_static_urls_carry_a_content_hash_for_long_caching(client, app):
     page = client.get("/login").get_data(as_text=True)
     digest = hashlib.sha256((Path(app.static_folder) / "app.css").read_bytes()).hexdigest()[:10]
     assert f"/static/app.css?v={digest}" in page
+
+
+def test_a_request_refused_by_the_first_hooks_is_logged_too(client, caplog):
+    caplog.set_level(logging.INFO, logger="crm.request")
+    bad = client.post("/login", data=b"email=%FF", content_type="application/x-www-form-urlencoded")
+    assert bad.status_code == 400  # refused by the UTF-8 guard, the first hook before ours were first
+    assert [r.status for r in caplog.records if r.name == "crm.request"] == [400]

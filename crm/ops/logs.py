@@ -115,11 +115,13 @@ def install_mask() -> None:
 def install_request_log(app: Flask) -> None:
     """A request id (the proxy's ``X-Request-ID`` or a new one, echoed back) and one line per request."""
 
-    @app.before_request
     def _request_id():
         given = request.headers.get(REQUEST_ID_HEADER, "")
         g.request_id = given if re.fullmatch(r"[A-Za-z0-9._-]{8,64}", given) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
+
+    # First of all hooks: a request refused by an earlier hook (bad form encoding, 403) is logged too.
+    app.before_request_funcs.setdefault(None, []).insert(0, _request_id)
 
     @app.after_request
     def _log_request(response):

@@ -169,9 +169,10 @@ def exposition() -> Response:
 
 
 def install_request_metrics(app: Flask) -> None:
-    @app.before_request
     def _start_timer():
         g.crm_started = time.perf_counter()
+
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_timer)  # before any hook that may answer
 
     @app.after_request
     def _observe(response):
