@@ -214,3 +214,14 @@ def test_a_request_refused_by_the_first_hooks_is_logged_too(client, caplog):
     bad = client.post("/login", data=b"email=%FF", content_type="application/x-www-form-urlencoded")
     assert bad.status_code == 400  # refused by the UTF-8 guard, the first hook before ours were first
     assert [r.status for r in caplog.records if r.name == "crm.request"] == [400]
+
+
+def test_records_logged_while_a_request_is_handled_carry_its_id(app):
+    from flask import g
+
+    record = logging.LogRecord("crm.x", logging.WARNING, __file__, 1, "inside", None, None)
+    with app.test_request_context("/"):
+        g.request_id = "req-abcdef12"
+        assert logs.RequestId().filter(record)
+    assert record.request_id == "req-abcdef12"
+    assert json.loads(logs.JSONFormatter().format(record))["request_id"] == "req-abcdef12"

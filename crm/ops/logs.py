@@ -50,6 +50,18 @@ class MaskSecrets(logging.Filter):
         return True
 
 
+class RequestId(logging.Filter):
+    """Gives every record logged while a request is handled that request's id (errors, warnings…)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            from flask import has_request_context
+
+            if has_request_context() and g.get("request_id"):
+                record.request_id = g.request_id
+        return True
+
+
 # Fields a request or job line carries besides its message (``extra=``), in the JSON output.
 FIELDS = (
     "request_id",
@@ -96,6 +108,9 @@ def configure(fmt: str | None = None, level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(level)
+    for handler in root.handlers:
+        if not any(isinstance(f, RequestId) for f in handler.filters):
+            handler.addFilter(RequestId())
     if json_lines:
         for handler in root.handlers:
             handler.setFormatter(JSONFormatter())
