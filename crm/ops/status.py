@@ -5,6 +5,7 @@ Reasons given to load balancers and operators (``/readyz``, ``crm doctor``) are 
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,25 +73,32 @@ def database_ok() -> str | None:
         return f"database: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
 
 
-def migrations_state() -> tuple[str | None, set[str]]:
-    """(why the schema is not at the head revision or None, the heads)."""
+@functools.cache
+def code_heads() -> frozenset[str]:
+    """The migration heads of the code (read once per process: the code does not change under it)."""
     from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    directory = Path(__file__).resolve().parent.parent.parent / "migrations"
     cfg = Config()
-    cfg.set_main_option("script_location", str(directory))
-    heads = set(ScriptDirectory.from_config(cfg).get_heads())
+    cfg.set_main_option("script_location", str(Path(__file__).resolve().parent.parent.parent / "migrations"))
+    return frozenset(ScriptDirectory.from_config(cfg).get_heads())
+
+
+def migrations_state() -> tuple[str | None, frozenset[str]]:
+    """(why the schema is not at the code's head revision, or None; the heads). Cheap: one SELECT, so a
+    load balancer may probe ``/readyz`` every second."""
+    heads = code_heads()
     try:
-        with db.engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
-    except SQLAlchemyError as exc:
-        return f"migrations: cannot read the revision ({exc.__class__.__name__})", heads
+        current = set(db.session.scalars(text("SELECT version_num FROM alembic_version")))
+    except SQLAlchemyError:  # no alembic_version table: never migrated
+        current = set()
+    finally:
+        db.session.rollback()
     if current != heads:
         shown = ", ".join(sorted(current)) or "none"
         return (
-            f"migrations: database at {shown}, code at {', '.join(sorted(heads))} (run: flask --app app crm init-db)",
+            f"migrations: database at {shown}, code at {', '.join(sorted(heads))} "
+            "(run: flask --app app crm init-db)",
             heads,
         )
     return None, heads
