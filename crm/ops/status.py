@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import metadata
@@ -214,16 +215,20 @@ def last_sweep():
 def snapshot() -> dict:
     """Everything the 系统状态 page shows."""
     from crm.ops import backup
-    from crm.ops.runs import job_status
+    from crm.ops.runs import HOST, job_status
 
     now = clock.now()
     latest = backup.latest_backup()
     jobs = job_status()
+    procs = processes(now)
+    if not any(p.role == "web" and p.host == HOST and p.pid == os.getpid() for p in procs):
+        # The process answering this request is alive, whether or not its heartbeat row is written yet.
+        procs.insert(0, Process("web", HOST, os.getpid(), now, "this request", alive=True))
     return {
         "now": now,
         "version": version(),
         "readiness": readiness(),
-        "processes": processes(now),
+        "processes": procs,
         "queues": queue_depths(),
         "sweep": last_sweep(),
         "jobs": jobs,

@@ -24,6 +24,7 @@ def test_system_status_on_a_phone_refreshes_in_place(
     panel = page.locator("#system_panel")
     expect(panel).to_contain_text("worker-host-1:31337")
     expect(panel).to_contain_text("超过两天没有备份")
+    expect(panel.locator(".stat").first).to_contain_text("运行中 1")  # the web process serving the page
     assert_no_horizontal_scroll(page)
     screenshot(page, "ops_system_phone")
 
