@@ -78,9 +78,8 @@ def create_app(config: dict | None = None) -> Flask:
     install_web_hooks(app)
     from crm.ops import install_ops
 
-    install_ops(
-        app
-    )  # request id, log line, metrics, heartbeat: before access.enforce, so they see every request
+    # Request id, log line, metrics, heartbeat: before access.enforce, so they see every request.
+    install_ops(app)
     app.before_request(access.enforce)
 
     from crm.cli import register_cli
