@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 from pathlib import Path
 
@@ -30,6 +29,7 @@ BLUEPRINTS = [
     "crm.scoring.routes",
     "crm.pipeline.routes",
     "crm.reports.routes",
+    "crm.ops.routes",
 ]
 
 
@@ -76,6 +76,10 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     install_web_hooks(app)
+    from crm.ops import install_ops
+
+    # Request id, log line, metrics, heartbeat: before access.enforce, so they see every request.
+    install_ops(app)
     app.before_request(access.enforce)
 
     from crm.cli import register_cli
@@ -83,7 +87,9 @@ def create_app(config: dict | None = None) -> Flask:
     register_cli(app)
     access.check_declarations(app)
     if not app.debug and not app.testing:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from crm.ops.logs import configure
+
+        configure(app.config.get("LOG_FORMAT"))
     return app
 
 

@@ -21,6 +21,7 @@ COMMAND_MODULES: list[str] = [
     "crm.reminders.cli",
     "crm.intake.cli",
     "crm.reports.cli",
+    "crm.ops.cli",
 ]
 
 

@@ -2,7 +2,8 @@
 
 Environment variables (documented in README):
 DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, CRM_TRUSTED_PROXIES, CRM_SESSION_DAYS,
-SMTP_* (see settings page).
+SMTP_* (see settings page), CRM_BACKUP_DIR, CRM_BACKUP_KEEP, CRM_BACKUP_NIGHTLY, CRM_METRICS_TOKEN,
+CRM_METRICS_ALLOW, LOG_FORMAT, CRM_UPLOAD_DIR.
 """
 
 from __future__ import annotations
@@ -70,4 +71,13 @@ def build_config(instance_path: Path) -> dict:
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
         # Extra start-up work the web process skips in tests.
         "CRM_QUEUE_ASYNC": True,
+        # Operations (crm/ops): backups, metrics, logs.
+        "CRM_BACKUP_DIR": os.environ.get("CRM_BACKUP_DIR", "").strip() or None,
+        "CRM_BACKUP_KEEP": int(os.environ.get("CRM_BACKUP_KEEP", "14") or 14),
+        "CRM_BACKUP_NIGHTLY": os.environ.get("CRM_BACKUP_NIGHTLY", "auto"),
+        "CRM_METRICS_TOKEN": os.environ.get("CRM_METRICS_TOKEN", "").strip() or None,
+        "CRM_METRICS_ALLOW": os.environ.get("CRM_METRICS_ALLOW", "127.0.0.1,::1"),
+        "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+        # Uploaded import files; a shared folder when several hosts serve the app (default instance/imports).
+        "CRM_UPLOAD_DIR": os.environ.get("CRM_UPLOAD_DIR", "").strip() or None,
     }

@@ -29,6 +29,8 @@ def redis_conn(app):
     conn = queues.get_redis()
     for name in queues.QUEUES:
         queues.get_queue(name).empty()
+    for key in conn.scan_iter("crm:cron:tick:*"):  # an earlier run's schedulers claimed these ticks
+        conn.delete(key)
     yield conn
     for name in queues.QUEUES:
         queues.get_queue(name).empty()

@@ -141,7 +141,10 @@ def test_walk_every_route_as_each_role(app, make, world, rep, manager, admin, wh
         status = resp.status_code
         is_api = rule.rule.startswith("/api/")
         if role is None:
-            ok = status < 500 and status not in (401, 403)
+            # /readyz answers 503 by design here: the test schema is built without the migrations.
+            ok = (
+                status < 500 and status not in (401, 403) or (rule.endpoint == "ops.readyz" and status == 503)
+            )
         elif user is None:
             ok = status == 401 if is_api else (status == 302 and "/login" in resp.headers["Location"])
         elif ORDER.index(who) < ORDER.index(role):

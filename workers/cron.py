@@ -9,7 +9,7 @@ from rq import cron
 
 from workers import jobs
 
-cron.register(jobs.heartbeat, queue_name="default", interval=300)
+cron.register(jobs.heartbeat, queue_name="default", interval=60)
 # Recycle sweep + warning pass (issue 5), every 3 minutes: recycling is due-to-the-minute within a few
 # minutes, and the sweep is idempotent and serialised, so overlapping runs are harmless.
 cron.register(jobs.recycle_sweep, queue_name="default", interval=180)
@@ -29,3 +29,5 @@ cron.register(jobs.recompute_scores, queue_name="default", cron="30 2 * * *", jo
 # (one reminder per manager and week).
 cron.register(jobs.rollup_reports, queue_name="default", cron="10 1 * * *", job_timeout=1800)
 cron.register(jobs.weekly_digest, queue_name="default", cron="0 8-11 * * 1")
+# Nightly backup at 03:15 (crm/ops/backup.py; SQLite by default, see CRM_BACKUP_NIGHTLY).
+cron.register(jobs.nightly_backup, queue_name="default", cron="15 3 * * *", job_timeout=3600)

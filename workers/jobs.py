@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections.abc import Callable
 
 _app = None
@@ -23,7 +24,8 @@ def get_app():
 
 
 def app_job(func: Callable) -> Callable:
-    """Run ``func`` inside an app context; roll back on error so the next job starts clean."""
+    """Run ``func`` inside an app context; roll back on error so the next job starts clean; one log line and
+    the outcome remembered for the status page (``crm.ops.runs.observe_job``)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -33,14 +35,16 @@ def app_job(func: Callable) -> Callable:
             return func(*args, **kwargs)
         with get_app().app_context():
             from crm.extensions import db
+            from crm.ops.runs import observe_job
 
-            try:
-                return func(*args, **kwargs)
-            except Exception:
-                db.session.rollback()
-                raise
-            finally:
-                db.session.remove()
+            with observe_job(func.__name__):
+                try:
+                    return func(*args, **kwargs)
+                except Exception:
+                    db.session.rollback()
+                    raise
+                finally:
+                    db.session.remove()
 
     return wrapper
 
@@ -48,13 +52,16 @@ def app_job(func: Callable) -> Callable:
 @app_job
 def heartbeat() -> str:
     """A trivial job the scheduler enqueues so operators can see the worker is alive and reaches the
-    database (the worker's log shows it every few minutes)."""
+    database: it writes the worker's heartbeat row (系统状态) and a log line every minute."""
     from sqlalchemy import text
 
     from crm import clock
     from crm.extensions import db
 
     db.session.execute(text("SELECT 1"))
+    from crm.ops.runs import beat
+
+    beat("worker", pid=os.getppid())  # run in rq's work horse: its parent is the worker
     stamp = clock.now().isoformat()
     logging.getLogger("crm.worker").info("heartbeat: database reachable at %s", stamp)
     return stamp
@@ -186,3 +193,19 @@ def check_possible_duplicates(customer_ids: list[int] | None = None) -> int:
     opened = drain_pending_checks(db.session, clock.now())
     time.sleep(queues.NUDGE_SECONDS)
     return opened + drain_pending_checks(db.session, clock.now())
+
+
+@app_job
+def nightly_backup() -> str:
+    """Nightly backup (``crm backup``) into CRM_BACKUP_DIR, keeping the newest CRM_BACKUP_KEEP. By default only
+    on SQLite (``CRM_BACKUP_NIGHTLY=auto``): PostgreSQL hosts usually back up with their own tools; set it to
+    1 to have it here too (needs pg_dump), 0 to turn it off."""
+    from flask import current_app
+
+    from crm.extensions import db
+    from crm.ops.cli import take_backup
+
+    wanted = str(current_app.config.get("CRM_BACKUP_NIGHTLY", "auto")).lower()
+    if wanted in ("0", "off", "false", "no") or (wanted == "auto" and db.engine.dialect.name != "sqlite"):
+        return "skipped (CRM_BACKUP_NIGHTLY)"
+    return take_backup()

@@ -11,8 +11,7 @@ import argparse
 import logging
 import sys
 
-from rq.cron import CronScheduler
-
+from crm.ops.cron_lock import OnePerTickScheduler as CronScheduler  # several schedulers: each tick once
 from crm.queues import safe_url, wait_for_redis
 from workers.jobs import get_app
 

@@ -23,3 +23,5 @@ ADMIN_NAV += [
     ("scoring.report_page", _l("评分报表")),
     ("pipeline.admin_stages", _l("销售阶段")),
 ]
+# issue 24: 系统状态 (processes, queues, backups); the tab reads 系统 (a msgid that has its English already)
+ADMIN_NAV += [("ops.system", _l("系统"))]

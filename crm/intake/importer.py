@@ -107,7 +107,8 @@ def guess_mapping(headers: list[str]) -> dict[str, str]:
 
 
 def storage_dir() -> Path:
-    path = Path(current_app.instance_path) / "imports"
+    # CRM_UPLOAD_DIR: a folder every web host and worker shares (NFS…) when there are several hosts.
+    path = Path(current_app.config.get("CRM_UPLOAD_DIR") or Path(current_app.instance_path) / "imports")
     path.mkdir(parents=True, exist_ok=True)
     return path
 

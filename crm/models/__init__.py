@@ -33,6 +33,7 @@ from .intake import (
     UsedFormToken,
 )
 from .ledger_guard import install_ledger_guard
+from .ops import OpsHeartbeat, OpsJob
 from .pools import (
     AssignStrategy,
     ClaimCount,
@@ -52,7 +53,7 @@ __all__ = [
     "HARD_TAG", "Activity", "ApiToken", "AssignStrategy", "BehaviorEvent", "Channel", "ClaimCount",
     "Contact", "Contract", "Customer", "CustomerKind", "DeliveryStatus", "DuplicateConflict", "EventKind",
     "ExtensionRequest", "FollowUp", "Holiday", "ImportBatch", "LeadForm", "Level", "Lifecycle",
-    "LoginAttempt", "NameGram", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
+    "LoginAttempt", "NameGram", "OpsHeartbeat", "OpsJob", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
     "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "UsedFormToken", "User", "UserSession",

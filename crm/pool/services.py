@@ -39,6 +39,7 @@ from crm.models import (
     Role,
     User,
 )
+from crm.ops.metrics import claim_outcome
 from crm.permissions import (
     can_receive_from,
     is_pool_admin,
@@ -628,9 +629,11 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
         # the loaded objects without opening another transaction.
         customer.tags, customer.last_owner  # noqa: B018 - loads them
         _commit_keeping_loaded(session)
-    except Exception:
+    except Exception as exc:
         session.rollback()
+        claim_outcome(exc.code if isinstance(exc, PoolRefusal) else "error")
         raise
+    claim_outcome("ok")
     return ClaimResult(
         customer=customer,
         pool=pool,
