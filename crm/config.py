@@ -31,6 +31,15 @@ def _secret_key(instance_path: Path) -> str:
     return key_file.read_text().strip()
 
 
+def _int_env(name: str, default: int) -> int:
+    """An integer from the environment; a value that is not one keeps the default (``crm doctor`` flags it)."""
+    raw = (os.environ.get(name) or "").strip()
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        return default
+
+
 def database_url(instance_path: Path) -> str:
     """``DATABASE_URL`` (PostgreSQL, normalised to the psycopg 3 driver) or a SQLite file in ``instance/``."""
     url = os.environ.get("DATABASE_URL", "").strip()
@@ -64,16 +73,16 @@ def build_config(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,
         # A sign-in (and its remember-me cookie) ends this many days after it began (crm.auth.sessions).
-        "CRM_SESSION_DAYS": int(os.environ.get("CRM_SESSION_DAYS") or 30),
+        "CRM_SESSION_DAYS": _int_env("CRM_SESSION_DAYS", 30),
         # How many reverse proxies in front of the app to trust for X-Forwarded-For/-Proto/-Host (ProxyFix).
-        "CRM_TRUSTED_PROXIES": int(os.environ.get("CRM_TRUSTED_PROXIES") or 0),
+        "CRM_TRUSTED_PROXIES": _int_env("CRM_TRUSTED_PROXIES", 0),
         "LOGIN_THROTTLE_MAX_FAILURES": 5,
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
         # Extra start-up work the web process skips in tests.
         "CRM_QUEUE_ASYNC": True,
         # Operations (crm/ops): backups, metrics, logs.
         "CRM_BACKUP_DIR": os.environ.get("CRM_BACKUP_DIR", "").strip() or None,
-        "CRM_BACKUP_KEEP": int(os.environ.get("CRM_BACKUP_KEEP", "14") or 14),
+        "CRM_BACKUP_KEEP": _int_env("CRM_BACKUP_KEEP", 14),
         "CRM_BACKUP_NIGHTLY": os.environ.get("CRM_BACKUP_NIGHTLY", "auto"),
         "CRM_METRICS_TOKEN": os.environ.get("CRM_METRICS_TOKEN", "").strip() or None,
         "CRM_METRICS_ALLOW": os.environ.get("CRM_METRICS_ALLOW", "127.0.0.1,::1"),
