@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 
 from crm import clock
 from crm.extensions import db
-from crm.models import Reminder, ReminderDelivery, Role, WebhookEndpoint
+from crm.models import EndpointBackoff, Reminder, ReminderDelivery, Role, WebhookEndpoint
 from crm.reminders import dispatch
 from crm.reminders.debug_smtp import DebugSmtpServer
 from crm.settings import store
@@ -289,15 +289,53 @@ def test_gives_up_after_the_limit_shows_the_error_and_admin_retry_sends(make, re
     assert _deliveries("webhook")[0].status == "sent"
 
 
-def test_unreachable_endpoint_fails_fast_for_the_whole_batch(make, rep):
-    _endpoint("http://127.0.0.1:9/hook")  # nothing listens on the discard port
+def test_unreachable_endpoint_backs_off_as_a_whole_without_burning_attempts(make, rep):
+    """Only the sends actually made are charged an attempt; the endpoint backs off as a whole (the others
+    wait untried), a pass during the backoff sends nothing, and once it is reachable again all arrive."""
+    ep = _endpoint("http://127.0.0.1:9/hook")  # nothing listens on the discard port
     now = clock.now()
-    _due_reminders(make, rep, 5, now)
+    _due_reminders(make, rep, 40, now)
     started = time.monotonic()
     report = dispatch.dispatch_pass(db.session, now)
-    assert time.monotonic() - started < 5
-    assert report.count("failed") == 5
-    assert all("127.0.0.1" in (d.last_error or "") for d in _deliveries("webhook"))
+    assert time.monotonic() - started < 10
+    rows = _deliveries("webhook")
+    tried = [d for d in rows if d.attempts]
+    assert 1 <= len(tried) <= dispatch.HTTP_CONCURRENCY
+    assert report.count("failed") == len(tried) and report.count("gave_up") == 0
+    assert all(d.attempts == 1 and "127.0.0.1" in d.last_error for d in tried)
+    state = db.session.get(EndpointBackoff, f"endpoint:{ep.id}")
+    assert state.failures == 1 and state.retry_at > now
+    waiting = [d for d in rows if not d.attempts]
+    assert all(d.status == "pending" and d.next_attempt_at >= state.retry_at for d in waiting)
+    assert dispatch.dispatch_pass(db.session, clock.now()).outcomes == []  # backing off: nothing tried
+    with Receiver() as receiver:
+        ep.url = receiver.url + "/hook"
+        db.session.commit()
+        later = state.retry_at + timedelta(hours=2)
+        with clock.frozen(later):
+            dispatch.dispatch_pass(db.session, later)
+        assert receiver.requests == 40
+    assert {d.status for d in _deliveries("webhook")} == {"sent"}
+    assert db.session.get(EndpointBackoff, f"endpoint:{ep.id}") is None
+
+
+def test_a_message_that_raises_fails_alone_and_the_batch_is_kept(make, rep, monkeypatch):
+    real = dispatch.ch.send_webhook
+
+    def picky(pool, url, secret, message):
+        if message.title == "提醒 3":
+            raise ValueError("bad message")
+        return real(pool, url, secret, message)
+
+    monkeypatch.setattr(dispatch.ch, "send_webhook", picky)
+    with Receiver() as receiver:
+        _endpoint(receiver.url + "/hook")
+        _due_reminders(make, rep, 10, clock.now())
+        report = dispatch.dispatch_pass(db.session, clock.now())
+        assert receiver.requests == 9
+    assert report.count("sent") == 9 and report.count("failed") == 1
+    bad = [d for d in _deliveries("webhook") if d.status != "sent"]
+    assert len(bad) == 1 and "ValueError: bad message" in bad[0].last_error and bad[0].attempts == 1
 
 
 def test_a_stuck_sending_claim_is_reclaimed_and_sent_once(make, rep):
@@ -321,7 +359,8 @@ def test_a_stuck_sending_claim_is_reclaimed_and_sent_once(make, rep):
         assert report.reclaimed == 1
         assert receiver.requests == 1
         stuck, fresh = _deliveries("webhook")
-        assert stuck.status == "sent" and stuck.attempts == 2
+        # One earlier attempt, one charged by the reclaim (the dead worker may have sent it), one now.
+        assert stuck.status == "sent" and stuck.attempts == 3
         assert fresh.status == "sending" and fresh.claim_token == "alive"  # not stolen
 
 
