@@ -57,6 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class Receiver(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # 16 senders connecting at once must not overflow the listen backlog
 
     def __init__(self, fail_first: int = 0, reply: dict | None = None, delay: float = 0.0):
         super().__init__(("127.0.0.1", 0), _Handler)

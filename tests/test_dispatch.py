@@ -533,3 +533,52 @@ def test_other_users_cannot_open_my_notification(app, make, rep):
     client = app.test_client()
     login(client, other)
     assert client.get(f"/notifications/{_deliveries('in_app')[0].id}").status_code == 404
+
+
+# ---------------------------------------------------------------- the delivery problems page
+
+
+def _problem_rows(make, rep, n: int, status: str, channel: str = "webhook", endpoint: str | None = None):
+    now = clock.now()
+    for i in range(n):
+        reminder = make.reminder(
+            rep, title=f"{status} {channel} {i}", due_at=now - timedelta(hours=1), commit=False
+        )
+        db.session.add(D(reminder_id=reminder.id, user_id=rep.id, channel=channel, round=0, status=status,
+                         attempts=3, next_attempt_at=now + timedelta(hours=1), last_error="HTTP 500",
+                         created_at=now, endpoint=endpoint))  # fmt: skip
+    db.session.commit()
+
+
+def test_problems_page_lists_all_paginated_filters_and_retries_the_filtered(
+    admin_client, rep_client, make, rep
+):
+    hook = _endpoint("https://hooks.example.com/a")
+    _problem_rows(make, rep, 45, "gave_up", endpoint=f"endpoint:{hook.id}")
+    _problem_rows(make, rep, 20, "failed", channel="email", endpoint="smtp")
+    _problem_rows(make, rep, 3, "sent")  # not a problem
+    assert rep_client.get("/admin/deliveries").status_code == 403
+    assert rep_client.post("/admin/deliveries/retry", data={"all": "1"}).status_code == 403
+    page1 = admin_client.get("/admin/deliveries").get_data(as_text=True)
+    assert "共 65 条" in page1 and "第 1 / 2 页" in page1 and page1.count('name="id"') == 50
+    page2 = admin_client.get("/admin/deliveries?page=2").get_data(as_text=True)
+    assert page2.count('name="id"') == 15
+    assert "第 1 / 2 页" in admin_client.get("/admin/deliveries?page=abc").get_data(as_text=True)  # bad → 1
+    email = admin_client.get("/admin/deliveries?channel=email").get_data(as_text=True)
+    assert "共 20 条" in email and "gave_up webhook" not in email
+    gave_up = admin_client.get(f"/admin/deliveries?status=gave_up&endpoint=endpoint:{hook.id}").get_data(
+        as_text=True
+    )
+    assert "共 45 条" in gave_up
+    unknown = admin_client.get("/admin/deliveries?channel=fax&status=lost&endpoint=x").get_data(as_text=True)
+    assert "共 65 条" in unknown  # unknown filter values mean "all"
+    resp = admin_client.post("/admin/deliveries/retry", data={"all": "1", "channel": "email"},
+                             headers={"HX-Request": "true"})  # fmt: skip
+    assert resp.status_code == 200 and "没有符合筛选条件的发送问题" in resp.get_data(as_text=True)
+    rows = _deliveries()
+    assert sum(1 for d in rows if d.channel == "email" and d.status == "pending" and d.attempts == 0) == 20
+    assert sum(1 for d in rows if d.status == "gave_up") == 45
+    one = next(d for d in rows if d.status == "gave_up")
+    assert admin_client.post("/admin/deliveries/retry", data={"id": str(one.id)}).status_code == 302
+    assert sum(1 for d in _deliveries() if d.status == "gave_up") == 44
+    assert admin_client.post("/admin/deliveries/retry", data={}).status_code == 400

@@ -475,7 +475,7 @@ class _Recorder:
         flight when it went down."""
         now = clock.now()
         if endpoint in self.down:
-            return self.holds[endpoint]
+            return self.holds.get(endpoint, now)
         self.down.add(endpoint)
         B = EndpointBackoff
         self.session.execute(
@@ -497,6 +497,7 @@ class _Recorder:
 
     def endpoint_ok(self, endpoint: str) -> None:
         self.session.execute(delete(EndpointBackoff).where(EndpointBackoff.key == endpoint))
+        self.down.discard(endpoint)
         with self.lock:
             self.holds.pop(endpoint, None)
 
@@ -823,8 +824,9 @@ def mark_reminder_read(session: Session, user: User, reminder_id: int, now: date
     )
 
 
-def retry(session: Session, delivery_ids: list[int] | None, now: datetime) -> int:
-    """Admin retry: failed or given-up deliveries go back to the queue with a fresh attempt budget."""
+def retry(session: Session, delivery_ids: list[int] | None, now: datetime, extra=None) -> int:
+    """Admin retry: failed or given-up deliveries go back to the queue with a fresh attempt budget (and
+    their endpoints' backoff is lifted: the admin says it is fixed)."""
     stmt = (
         update(D)
         .where(D.status.in_([S.GAVE_UP, S.FAILED]))
@@ -833,9 +835,69 @@ def retry(session: Session, delivery_ids: list[int] | None, now: datetime) -> in
     )
     if delivery_ids is not None:
         stmt = stmt.where(D.id.in_(delivery_ids))
+    if extra is not None:
+        stmt = stmt.where(extra)
+    endpoints = select(D.endpoint).where(D.status.in_([S.GAVE_UP, S.FAILED]), D.endpoint.is_not(None))
+    if delivery_ids is not None:
+        endpoints = endpoints.where(D.id.in_(delivery_ids))
+    if extra is not None:
+        endpoints = endpoints.where(extra)
+    session.execute(delete(EndpointBackoff).where(EndpointBackoff.key.in_(endpoints)))
     return session.execute(stmt).rowcount or 0
 
 
 def problem_filter():
     """Deliveries an admin should see: given up, or failing and waiting to retry."""
     return or_(D.status == S.GAVE_UP, and_(D.status == S.FAILED, D.attempts >= 1))
+
+
+PROBLEM_STATUSES = (S.FAILED, S.GAVE_UP)
+PROBLEMS_PER_PAGE = 50
+
+
+@dataclass
+class ProblemFilter:
+    """The delivery problems page's filters (already validated: None means all)."""
+
+    channel: str | None = None
+    status: str | None = None
+    endpoint: str | None = None
+
+    def where(self):
+        conds = [problem_filter()]
+        if self.channel:
+            conds.append(D.channel == self.channel)
+        if self.status:
+            conds.append(D.status == self.status)
+        if self.endpoint:
+            conds.append(D.endpoint == self.endpoint)
+        return and_(*conds)
+
+
+def problems_page(session: Session, filters: ProblemFilter, page: int, per_page: int = PROBLEMS_PER_PAGE):
+    """One page of problem deliveries (given up first, newest first) with the total: (rows, total, pages).
+    Each row is (delivery, reminder, user name, customer name)."""
+    total = session.scalar(select(func.count()).select_from(D).where(filters.where())) or 0
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    rows = session.execute(
+        select(D, Reminder, User.name, Customer.name)
+        .join(Reminder, Reminder.id == D.reminder_id)
+        .join(User, User.id == D.user_id)
+        .outerjoin(Customer, Customer.id == Reminder.customer_id)
+        .where(filters.where())
+        .order_by(D.status, D.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return rows, total, page, pages
+
+
+def retry_matching(session: Session, filters: ProblemFilter, now: datetime) -> int:
+    """Admin "retry all": every problem delivery matching the filters goes back to the queue."""
+    ids = select(D.id).where(filters.where()).scalar_subquery()
+    return retry(session, None, now, extra=D.id.in_(ids))
+
+
+def endpoint_backoffs(session: Session) -> list[EndpointBackoff]:
+    return list(session.scalars(select(EndpointBackoff).order_by(EndpointBackoff.retry_at)))
