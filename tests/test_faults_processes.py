@@ -164,3 +164,32 @@ def test_honcho_supervision_restarts_a_killed_scheduler_and_the_web_keeps_answer
     finally:
         probe.stop()
         run.stop()
+
+
+def test_supervisor_restarts_a_crashing_child_with_backoff_and_passes_sigterm_on_once(tmp_path):
+    marker = tmp_path / "signals.txt"
+    child = (
+        "import signal, sys, time\n"
+        f"log = open({str(marker)!r}, 'a')\n"
+        "def bye(signum, frame):\n"
+        "    log.write(f'got {signum}\\n'); log.flush(); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "log.write('start\\n'); log.flush()\n"
+        "if open(log.name).read().count('start') < 3: sys.exit(3)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(fs.ROOT)}
+    sup = fs.Proc("supervise", [sys.executable, "-m", "workers.supervise", "--name", "demo", "--", sys.executable,
+                                "-c", child], env, tmp_path)  # fmt: skip
+    try:
+        fs.wait_until(lambda: marker.exists() and marker.read_text().count("start") >= 3, 30, "two restarts")
+        log = sup.log()
+        assert log.count("exited by itself (exit code 3); restarting in") == 2, log
+        assert "restarting in 1 s" in log and "restarting in 2 s" in log  # the backoff grows
+        time.sleep(0.5)
+        sup.signal(signal.SIGTERM)
+        assert sup.popen.wait(30) == 0
+        assert marker.read_text().count("got 15") == 1  # passed on exactly once
+        assert "exited (exit code 0) on request" in sup.log()
+    finally:
+        sup.stop()
