@@ -89,20 +89,24 @@ class Outage:
     def __init__(self, log_to: logging.Logger, what: str = "Redis"):
         self.log, self.what = log_to, what
         self.since: float | None = None
+        self.lock = threading.RLock()  # the pubsub thread reports too; a signal handler may, re-entrantly
 
     @property
     def down(self) -> bool:
         return self.since is not None
 
     def lost(self, exc: BaseException, retrying: str = "retrying with backoff") -> None:
-        if self.since is None:
+        with self.lock:
+            if self.since is not None:
+                return
             self.since = time.monotonic()
-            self.log.warning("%s not reachable (%s); %s", self.what, exc, retrying)
+        self.log.warning("%s not reachable (%s); %s", self.what, exc, retrying)
 
     def back(self) -> None:
-        if self.since is not None:
-            self.log.warning("%s reachable again after %.1fs", self.what, time.monotonic() - self.since)
-            self.since = None
+        with self.lock:
+            since, self.since = self.since, None
+        if since is not None:
+            self.log.warning("%s reachable again after %.1fs", self.what, time.monotonic() - since)
 
 
 def wait_for_redis(

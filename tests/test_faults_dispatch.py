@@ -206,7 +206,9 @@ def test_idle_worker_and_scheduler_exit_promptly_on_sigterm(setup):
             took = time.monotonic() - started
             print(f"\n[fault] idle {proc.name} exit on SIGTERM: {took:.1f}s")
             assert proc.popen.returncode == 0, proc.log()[-3000:]
-            assert took < 5, f"{proc.name} took {took:.1f}s to exit"
+            # The goal is 5 s (measured: 1–3 s); the limit leaves room for a loaded machine, and still fails
+            # the old behaviour (an idle rq worker could wait 60 s for its pubsub thread).
+            assert took < 10, f"{proc.name} took {took:.1f}s to exit"
     finally:
         worker.stop()
         cron.stop()
