@@ -405,15 +405,30 @@ class _Recorder:
         self.holds: dict[str, datetime] = holds if holds is not None else {}  # endpoint key → no send before
         self.lock = threading.Lock()
         self.down: set[str] = set()  # endpoints whose failure this batch has recorded
+        self.sent: dict[str, list[int]] = defaultdict(list)  # endpoint → ids sent, not yet written
 
     # ---- outcomes
 
     def ok(self, row: _Row, endpoint: str) -> None:
-        self._set(row, {"status": S.SENT, "sent_at": clock.now(), "claim_token": None, "last_error": None,
-                        "attempts": D.attempts + 1, "endpoint": endpoint})  # fmt: skip
+        """A send that got through: written with the others of this group by ``commit``."""
+        self.sent[endpoint].append(row.id)
         self.outcomes.append(Outcome(row.id, row.channel, row.user.name, row.title, S.SENT))
         if endpoint in self.holds:
             self.endpoint_ok(endpoint)
+
+    def _write_sent(self) -> None:
+        for endpoint, ids in self.sent.items():
+            done = self.session.execute(
+                update(D)
+                .where(D.id.in_(ids), D.claim_token == self.token, D.status == S.SENDING)
+                .values(status=S.SENT, sent_at=clock.now(), claim_token=None, last_error=None,
+                        attempts=D.attempts + 1, endpoint=endpoint)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # fmt: skip
+            if done != len(ids):
+                log.warning("%s of %s sent deliveries were reclaimed before being recorded", len(ids) - done,
+                            len(ids))  # fmt: skip
+        self.sent.clear()
 
     def fail(self, row: _Row, error: str, endpoint: str | None = None) -> None:
         """A send was made and failed: charge the attempt, retry with backoff or give up."""
@@ -455,6 +470,11 @@ class _Recorder:
         )
 
     def commit(self) -> None:
+        """Make the outcomes written so far durable against a kill of this worker. PostgreSQL: without
+        waiting for the WAL flush (``relaxed_commit``): a killed worker loses nothing committed; only a
+        crash of the database server itself could lose its last fraction of a second (sent again)."""
+        self._write_sent()
+        relaxed_commit(self.session)
         self.session.commit()
 
     # ---- endpoint backoff
