@@ -11,6 +11,7 @@ Connection: ``REDIS_URL`` when set, else the embedded server (``crm.embedded_red
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -53,29 +54,96 @@ def connect(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30)
 
 
-def wait_for_redis(
-    app, log_to: logging.Logger, retry_seconds: float = 2.0, give_up_after: float | None = None
-) -> tuple[Redis, str]:
-    """Connect the worker or scheduler to the app's Redis, waiting (and saying so) while it is down.
+# What a lost Redis raises (OSError: a socket error below redis-py; RuntimeError: the embedded server could
+# not be started).
+REDIS_ERRORS = (RedisError, OSError, RuntimeError)
+# Background processes retry a lost Redis after 0.5 s, doubling up to this (``CRM_REDIS_RETRY_MAX`` seconds).
+RETRY_MAX_SECONDS = 5.0
 
-    A process that exited instead would take its siblings down with it under honcho.
+
+class Backoff:
+    """Capped exponential backoff for a background process that lost a dependency: ``next()`` gives the
+    wait before the next try (0.5 s doubling up to ``cap``), ``reset()`` after a success."""
+
+    def __init__(self, first: float = 0.5, cap: float | None = None):
+        import os
+
+        self.first = first
+        self.cap = (
+            cap if cap is not None else float(os.environ.get("CRM_REDIS_RETRY_MAX") or RETRY_MAX_SECONDS)
+        )
+        self.current = first
+
+    def next(self) -> float:
+        wait = min(self.current, self.cap)
+        self.current = min(self.current * 2, self.cap)
+        return wait
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class Outage:
+    """Log a lost dependency once when it goes and once when it is back (not once per retry)."""
+
+    def __init__(self, log_to: logging.Logger, what: str = "Redis"):
+        self.log, self.what = log_to, what
+        self.since: float | None = None
+        self.lock = threading.RLock()  # the pubsub thread reports too; a signal handler may, re-entrantly
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def lost(self, exc: BaseException, retrying: str = "retrying with backoff") -> None:
+        with self.lock:
+            if self.since is not None:
+                return
+            self.since = time.monotonic()
+        self.log.warning("%s not reachable (%s); %s", self.what, exc, retrying)
+
+    def back(self) -> None:
+        with self.lock:
+            since, self.since = self.since, None
+        if since is not None:
+            self.log.warning("%s reachable again after %.1fs", self.what, time.monotonic() - since)
+
+
+def wait_for_redis(
+    app,
+    log_to: logging.Logger,
+    retry_seconds: float | None = None,
+    give_up_after: float | None = None,
+    outage: Outage | None = None,
+    stop=None,
+) -> tuple[Redis, str]:
+    """Connect the worker or scheduler to the app's Redis, waiting (and saying so, once) while it is down.
+
+    A process that exited instead would take its siblings down with it under honcho. ``outage`` carries
+    the "Redis is down" state across reconnects (log once when it goes, once when it is back); ``stop``
+    (a ``threading.Event``) ends the wait early (``InterruptedError``).
     """
     started = time.monotonic()
-    attempt = 0
+    outage = outage or Outage(log_to)
+    backoff = Backoff(cap=retry_seconds)
     while True:
         try:
             with app.app_context():
                 url = redis_url()
             connection = connect(url)
             connection.ping()
+            outage.back()
             return connection, url
-        except (RedisError, OSError, RuntimeError) as exc:
+        except REDIS_ERRORS as exc:
             if give_up_after is not None and time.monotonic() - started > give_up_after:
                 raise
-            if attempt % 15 == 0:
-                log_to.warning("Redis not reachable (%s); retrying every %.0fs", exc, retry_seconds)
-            attempt += 1
-            time.sleep(retry_seconds)
+            outage.lost(exc)
+            wait = backoff.next()
+            if stop is not None:
+                if stop.wait(wait):
+                    raise InterruptedError("stop requested while waiting for Redis") from exc
+            else:
+                time.sleep(wait)
 
 
 def get_redis() -> Redis:
@@ -181,3 +249,9 @@ def _waiting_job(q: Queue, job_id: str) -> Job | None:
 
 def _name(func: Callable | str) -> str:
     return func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
+
+
+# Set in a work horse when its worker was asked to stop (SIGTERM: a deploy, Ctrl-C): a long job checks it
+# between units of work, hands back what it has not started and returns, so the worker's warm shutdown is
+# quick and nothing is left half done (``crm.reminders.dispatch`` does).
+STOPPING = threading.Event()

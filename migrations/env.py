@@ -87,6 +87,16 @@ def get_metadata():
     return target_db.metadata
 
 
+def check_sqlite_foreign_keys(connection):
+    """``PRAGMA foreign_key_check`` after a migration ran with foreign keys off: refuse to carry on with
+    rows that point nowhere (the migration's data steps must keep them consistent)."""
+    problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+    connection.commit()
+    if problems:
+        shown = ", ".join(f"{table}.rowid={rowid} -> {parent}" for table, rowid, parent, _fk in problems[:10])
+        raise RuntimeError(f"foreign key check failed after the migration ({len(problems)} rows): {shown}")
+
+
 def run_migrations_offline():
     """Run migrations in 'offline' mode.
 
@@ -134,10 +144,25 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite: batch operations copy and drop tables, which fails (or cascades) with foreign keys on,
+            # and the app's connect hook turns them on for every connection. Off for the migration (the
+            # pragma is ignored inside a transaction, so before it), checked afterwards, then on again.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
-        with context.begin_transaction():
-            context.run_migrations()
+        try:
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite:
+                check_sqlite_foreign_keys(connection)
+        finally:
+            if sqlite:
+                connection.rollback()
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 if context.is_offline_mode():

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, update
 
 from crm import clock
 from crm.extensions import db
-from crm.models import Reminder, ReminderDelivery, Role, WebhookEndpoint
+from crm.models import EndpointBackoff, Reminder, ReminderDelivery, Role, WebhookEndpoint
 from crm.reminders import dispatch
 from crm.reminders.debug_smtp import DebugSmtpServer
 from crm.settings import store
@@ -289,15 +289,53 @@ def test_gives_up_after_the_limit_shows_the_error_and_admin_retry_sends(make, re
     assert _deliveries("webhook")[0].status == "sent"
 
 
-def test_unreachable_endpoint_fails_fast_for_the_whole_batch(make, rep):
-    _endpoint("http://127.0.0.1:9/hook")  # nothing listens on the discard port
+def test_unreachable_endpoint_backs_off_as_a_whole_without_burning_attempts(make, rep):
+    """Only the sends actually made are charged an attempt; the endpoint backs off as a whole (the others
+    wait untried), a pass during the backoff sends nothing, and once it is reachable again all arrive."""
+    ep = _endpoint("http://127.0.0.1:9/hook")  # nothing listens on the discard port
     now = clock.now()
-    _due_reminders(make, rep, 5, now)
+    _due_reminders(make, rep, 40, now)
     started = time.monotonic()
     report = dispatch.dispatch_pass(db.session, now)
-    assert time.monotonic() - started < 5
-    assert report.count("failed") == 5
-    assert all("127.0.0.1" in (d.last_error or "") for d in _deliveries("webhook"))
+    assert time.monotonic() - started < 10
+    rows = _deliveries("webhook")
+    tried = [d for d in rows if d.attempts]
+    assert 1 <= len(tried) <= dispatch.HTTP_CONCURRENCY
+    assert report.count("failed") == len(tried) and report.count("gave_up") == 0
+    assert all(d.attempts == 1 and "127.0.0.1" in d.last_error for d in tried)
+    state = db.session.get(EndpointBackoff, f"endpoint:{ep.id}")
+    assert state.failures == 1 and state.retry_at > now
+    waiting = [d for d in rows if not d.attempts]
+    assert all(d.status == "pending" and d.next_attempt_at >= state.retry_at for d in waiting)
+    assert dispatch.dispatch_pass(db.session, clock.now()).outcomes == []  # backing off: nothing tried
+    with Receiver() as receiver:
+        ep.url = receiver.url + "/hook"
+        db.session.commit()
+        later = state.retry_at + timedelta(hours=2)
+        with clock.frozen(later):
+            dispatch.dispatch_pass(db.session, later)
+        assert receiver.requests == 40
+    assert {d.status for d in _deliveries("webhook")} == {"sent"}
+    assert db.session.get(EndpointBackoff, f"endpoint:{ep.id}") is None
+
+
+def test_a_message_that_raises_fails_alone_and_the_batch_is_kept(make, rep, monkeypatch):
+    real = dispatch.ch.send_webhook
+
+    def picky(pool, url, secret, message):
+        if message.title == "提醒 3":
+            raise ValueError("bad message")
+        return real(pool, url, secret, message)
+
+    monkeypatch.setattr(dispatch.ch, "send_webhook", picky)
+    with Receiver() as receiver:
+        _endpoint(receiver.url + "/hook")
+        _due_reminders(make, rep, 10, clock.now())
+        report = dispatch.dispatch_pass(db.session, clock.now())
+        assert receiver.requests == 9
+    assert report.count("sent") == 9 and report.count("failed") == 1
+    bad = [d for d in _deliveries("webhook") if d.status != "sent"]
+    assert len(bad) == 1 and "ValueError: bad message" in bad[0].last_error and bad[0].attempts == 1
 
 
 def test_a_stuck_sending_claim_is_reclaimed_and_sent_once(make, rep):
@@ -321,7 +359,8 @@ def test_a_stuck_sending_claim_is_reclaimed_and_sent_once(make, rep):
         assert report.reclaimed == 1
         assert receiver.requests == 1
         stuck, fresh = _deliveries("webhook")
-        assert stuck.status == "sent" and stuck.attempts == 2
+        # One earlier attempt, one charged by the reclaim (the dead worker may have sent it), one now.
+        assert stuck.status == "sent" and stuck.attempts == 3
         assert fresh.status == "sending" and fresh.claim_token == "alive"  # not stolen
 
 
@@ -494,3 +533,52 @@ def test_other_users_cannot_open_my_notification(app, make, rep):
     client = app.test_client()
     login(client, other)
     assert client.get(f"/notifications/{_deliveries('in_app')[0].id}").status_code == 404
+
+
+# ---------------------------------------------------------------- the delivery problems page
+
+
+def _problem_rows(make, rep, n: int, status: str, channel: str = "webhook", endpoint: str | None = None):
+    now = clock.now()
+    for i in range(n):
+        reminder = make.reminder(
+            rep, title=f"{status} {channel} {i}", due_at=now - timedelta(hours=1), commit=False
+        )
+        db.session.add(D(reminder_id=reminder.id, user_id=rep.id, channel=channel, round=0, status=status,
+                         attempts=3, next_attempt_at=now + timedelta(hours=1), last_error="HTTP 500",
+                         created_at=now, endpoint=endpoint))  # fmt: skip
+    db.session.commit()
+
+
+def test_problems_page_lists_all_paginated_filters_and_retries_the_filtered(
+    admin_client, rep_client, make, rep
+):
+    hook = _endpoint("https://hooks.example.com/a")
+    _problem_rows(make, rep, 45, "gave_up", endpoint=f"endpoint:{hook.id}")
+    _problem_rows(make, rep, 20, "failed", channel="email", endpoint="smtp")
+    _problem_rows(make, rep, 3, "sent")  # not a problem
+    assert rep_client.get("/admin/deliveries").status_code == 403
+    assert rep_client.post("/admin/deliveries/retry", data={"all": "1"}).status_code == 403
+    page1 = admin_client.get("/admin/deliveries").get_data(as_text=True)
+    assert "共 65 条" in page1 and "第 1 / 2 页" in page1 and page1.count('name="id"') == 50
+    page2 = admin_client.get("/admin/deliveries?page=2").get_data(as_text=True)
+    assert page2.count('name="id"') == 15
+    assert "第 1 / 2 页" in admin_client.get("/admin/deliveries?page=abc").get_data(as_text=True)  # bad → 1
+    email = admin_client.get("/admin/deliveries?channel=email").get_data(as_text=True)
+    assert "共 20 条" in email and "gave_up webhook" not in email
+    gave_up = admin_client.get(f"/admin/deliveries?status=gave_up&endpoint=endpoint:{hook.id}").get_data(
+        as_text=True
+    )
+    assert "共 45 条" in gave_up
+    unknown = admin_client.get("/admin/deliveries?channel=fax&status=lost&endpoint=x").get_data(as_text=True)
+    assert "共 65 条" in unknown  # unknown filter values mean "all"
+    resp = admin_client.post("/admin/deliveries/retry", data={"all": "1", "channel": "email"},
+                             headers={"HX-Request": "true"})  # fmt: skip
+    assert resp.status_code == 200 and "没有符合筛选条件的发送问题" in resp.get_data(as_text=True)
+    rows = _deliveries()
+    assert sum(1 for d in rows if d.channel == "email" and d.status == "pending" and d.attempts == 0) == 20
+    assert sum(1 for d in rows if d.status == "gave_up") == 45
+    one = next(d for d in rows if d.status == "gave_up")
+    assert admin_client.post("/admin/deliveries/retry", data={"id": str(one.id)}).status_code == 302
+    assert sum(1 for d in _deliveries() if d.status == "gave_up") == 44
+    assert admin_client.post("/admin/deliveries/retry", data={}).status_code == 400

@@ -300,6 +300,36 @@ def test_sweep_killed_mid_run_loses_nothing_and_a_rerun_recycles_each_exactly_on
     owners = dict(db.session.execute(select(Customer.id, Customer.owner_id)).all())
     assert all(owners[c] is None for c in due) and all(owners[c] == rep_id for c in kept)
     assert sweep(db.session, at).recycled == 0
+    # The next sweep marked the killed run abandoned in the run log.
+    db.session.expire_all()
+    assert db.session.get(SweepRun, killed[0].id).status == "abandoned"
+
+
+def test_a_run_left_running_is_marked_abandoned_by_the_periodic_check(app, make, team):
+    from crm.recycle.sweep import abandon_stale
+    from workers import jobs
+
+    now = clock.now()
+    old = SweepRun(started_at=now - timedelta(hours=2), as_of=now, status="running", details={})
+    recent = SweepRun(started_at=now - timedelta(minutes=1), as_of=now, status="running", details={})
+    db.session.add_all([old, recent])
+    db.session.commit()
+    assert jobs.abandon_stale_sweeps() == 1
+    db.session.expire_all()
+    assert (old.status, recent.status) == ("abandoned", "running")
+    assert abandon_stale(db.session, now) == 0
+
+
+def test_per_rule_counts_add_up_when_two_rules_share_a_label(make, team):
+    _manager, rep, _other = team
+    first, second = make.pool(members=[rep]), make.pool(members=[rep])
+    add_rule(first, RuleKind.NO_FOLLOWUP, days=7)  # same kind and days: the same label in both pools
+    add_rule(second, RuleKind.NO_FOLLOWUP, days=7)
+    _owned(make, first, rep, 4)
+    _owned(make, second, rep, 3)
+    result = sweep(db.session, T0 + 8 * DAY)
+    assert result.recycled == 7
+    assert len(result.by_rule) == 1 and sum(result.by_rule.values()) == 7
 
 
 @pytest.mark.skipif(not IS_PG, reason="needs PostgreSQL")

@@ -13,6 +13,7 @@ cron.register(jobs.heartbeat, queue_name="default", interval=60)
 # Recycle sweep + warning pass (issue 5), every 3 minutes: recycling is due-to-the-minute within a few
 # minutes, and the sweep is idempotent and serialised, so overlapping runs are harmless.
 cron.register(jobs.recycle_sweep, queue_name="default", interval=180)
+cron.register(jobs.abandon_stale_sweeps, queue_name="default", interval=600)
 # Reminders (crm/reminders): dispatch every minute, generation every 10 minutes, spot-check samples hourly
 # (the job samples "yesterday" once per day, so hourly runs just catch up after downtime).
 cron.register(jobs.dispatch_due, queue_name="dispatch", interval=60)

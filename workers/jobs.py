@@ -82,6 +82,17 @@ def recycle_sweep(as_of: str | None = None) -> dict:
 
 
 @app_job
+def abandon_stale_sweeps() -> int:
+    """The periodic check for sweeps that died: runs "running" far longer than any sweep takes are marked
+    abandoned in the run log (the next sweep also marks every dead run as it starts)."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.recycle.sweep import abandon_stale
+
+    return abandon_stale(db.session, clock.now())
+
+
+@app_job
 def dispatch_due(budget_seconds: float = 50.0) -> dict:
     """Fan out due reminders and send them (exactly once per reminder, channel and round; see
     ``crm.reminders.dispatch``). Safe to run in several workers at once."""

@@ -15,6 +15,7 @@ from .customers import (
 from .followups import (
     Channel,
     DeliveryStatus,
+    EndpointBackoff,
     FollowUp,
     Reminder,
     ReminderDelivery,
@@ -51,7 +52,7 @@ from .settings import Setting, SettingsAudit
 
 __all__ = [
     "HARD_TAG", "Activity", "ApiToken", "AssignStrategy", "BehaviorEvent", "Channel", "ClaimCount",
-    "Contact", "Contract", "Customer", "CustomerKind", "DeliveryStatus", "DuplicateConflict", "EventKind",
+    "Contact", "Contract", "Customer", "CustomerKind", "DeliveryStatus", "DuplicateConflict", "EndpointBackoff", "EventKind",
     "ExtensionRequest", "FollowUp", "Holiday", "ImportBatch", "LeadForm", "Level", "Lifecycle",
     "LoginAttempt", "NameGram", "OpsHeartbeat", "OpsJob", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",

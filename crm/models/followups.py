@@ -242,8 +242,24 @@ class ReminderDelivery(db.Model):
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)  # in-app: seen
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Where the last attempt went (``EndpointBackoff.key``: "smtp" or "endpoint:<id>"), for the admin filter.
+    endpoint: Mapped[str | None] = mapped_column(String(40), nullable=True)
 
     reminder = relationship("Reminder")
+
+
+class EndpointBackoff(db.Model):
+    """A delivery endpoint that could not be reached (a webhook/robot endpoint, or SMTP), backing off as a
+    whole: no delivery to it is tried before ``retry_at`` (nor charged an attempt); ``failures`` in a row
+    double the wait. Deleted by the first send that gets through."""
+
+    __tablename__ = "endpoint_backoffs"
+
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class SpotCheck(db.Model):

@@ -182,6 +182,39 @@ def _lock(session: Session, run_id: int) -> None:
         # The joins with the due set hash ~100k rows in a big sweep: keep them in memory (this transaction only).
         session.execute(text("SET LOCAL work_mem = '64MB'"))
     session.execute(update(SweepRun).where(SweepRun.id == run_id).values(status="running"))
+    # Holding the sweep lock, any other run still "running" is dead (killed, or its host went down): its
+    # work was rolled back with its transaction.
+    _mark_abandoned(session, session.execute(select(SweepRun.id).where(
+        SweepRun.status == "running", SweepRun.id != run_id)).scalars().all())  # fmt: skip
+
+
+# A run still "running" after this long is dead (the job's timeout is minutes): ``abandon_stale`` marks it.
+STALE_AFTER = timedelta(minutes=30)
+ABANDONED = "abandoned"
+
+
+def _mark_abandoned(session: Session, run_ids: list[int]) -> int:
+    if not run_ids:
+        return 0
+    return (
+        session.execute(
+            update(SweepRun)
+            .where(SweepRun.id.in_(run_ids), SweepRun.status == "running")
+            .values(status=ABANDONED, error=_("中断:运行未完成(进程被终止),其改动已回滚。"))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        or 0
+    )
+
+
+def abandon_stale(session: Session, now: datetime) -> int:
+    """The periodic check: runs "running" for longer than ``STALE_AFTER`` are marked abandoned. Commits."""
+    stale = session.scalars(
+        select(SweepRun.id).where(SweepRun.status == "running", SweepRun.started_at < now - STALE_AFTER)
+    ).all()
+    marked = _mark_abandoned(session, list(stale))
+    session.commit()
+    return marked
 
 
 def _work(session: Session, now: datetime, run_id: int, result: SweepResult) -> None:
@@ -357,7 +390,8 @@ def _recycle(
     )  # fmt: skip
     labels = {r.id: r.label for r in rules}
     for rule_id, count in session.execute(select(DUE.c.rule_id, func.count()).group_by(DUE.c.rule_id)):
-        result.by_rule[labels.get(rule_id, str(rule_id))] = count
+        label = labels.get(rule_id, str(rule_id))
+        result.by_rule[label] = result.by_rule.get(label, 0) + count  # two rules may share a label
     _tag_hard(session, now, result)
     # Warnings about customers that are gone are moot.
     session.execute(

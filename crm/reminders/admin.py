@@ -14,7 +14,7 @@ from crm.access import access
 from crm.extensions import db
 from crm.forms import choices
 from crm.htmx import is_htmx, render, render_fragment, toast
-from crm.models import Customer, Reminder, ReminderDelivery, Role, Team, User, WebhookEndpoint
+from crm.models import ReminderDelivery, Role, Team, WebhookEndpoint
 from crm.reminders import channels, dispatch, endpoints
 from crm.reminders import settings as rsettings
 from crm.reminders.forms import (
@@ -26,7 +26,7 @@ from crm.reminders.forms import (
     WebhookForm,
 )
 from crm.reminders.routes import bp
-from crm.reminders.services import ReminderError
+from crm.reminders.services import PUSH_CHANNELS, ReminderError
 from crm.settings import store
 
 # section → (form class, settings → form data, form → settings)
@@ -342,16 +342,24 @@ def admin_webhook_test(endpoint_id: int):
 # ---------------------------------------------------------------- failed deliveries
 
 
-def _problems(limit: int = 200):
-    return db.session.execute(
-        select(ReminderDelivery, Reminder, User.name, Customer.name)
-        .join(Reminder, Reminder.id == ReminderDelivery.reminder_id)
-        .join(User, User.id == ReminderDelivery.user_id)
-        .outerjoin(Customer, Customer.id == Reminder.customer_id)
-        .where(dispatch.problem_filter())
-        .order_by(ReminderDelivery.status, ReminderDelivery.id.desc())
-        .limit(limit)
-    ).all()
+def _filters(source) -> dispatch.ProblemFilter:
+    """The page's filters from the query string (or the retry form); unknown values mean "all"."""
+    channel = source.get("channel") or None
+    status = source.get("status") or None
+    endpoint = source.get("endpoint") or None
+    return dispatch.ProblemFilter(
+        channel=channel if channel in PUSH_CHANNELS else None,
+        status=status if status in dispatch.PROBLEM_STATUSES else None,
+        endpoint=endpoint if endpoint in _endpoint_names() else None,
+    )
+
+
+def _endpoint_names() -> dict[str, str]:
+    """Endpoint keys (as deliveries record them) → names for the filter."""
+    names = {"smtp": _("邮件 (SMTP)")}
+    for ep in db.session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id)):
+        names[f"endpoint:{ep.id}"] = f"{channels.KIND_LABELS.get(ep.kind, ep.kind)} · {ep.name}"
+    return names
 
 
 def _delivery_stats() -> dict:
@@ -361,30 +369,58 @@ def _delivery_stats() -> dict:
     return dict(rows)
 
 
+def _deliveries_ctx(filters: dispatch.ProblemFilter, page: int) -> dict:
+    rows, total, page, pages = dispatch.problems_page(db.session, filters, page)
+    return {
+        "rows": rows, "total": total, "page": page, "pages": pages, "filters": filters,
+        "stats": _delivery_stats(), "endpoint_names": _endpoint_names(),
+        "backoffs": dispatch.endpoint_backoffs(db.session),
+        "labels": dict(channels.KIND_LABELS, in_app=_("站内通知"), email=_("邮件")),
+        "channel_choices": PUSH_CHANNELS,
+        "query": _query(filters),
+    }  # fmt: skip
+
+
+def _query(filters: dispatch.ProblemFilter) -> dict:
+    """The filters as query-string arguments (pagination links, the redirect after a retry)."""
+    pairs = (("channel", filters.channel), ("status", filters.status), ("endpoint", filters.endpoint))
+    return {k: v for k, v in pairs if v}
+
+
 @bp.route("/admin/deliveries")
 @access(Role.ADMIN)
 def admin_deliveries():
-    """发送失败: deliveries that gave up (and those failing and waiting to retry), with their errors."""
-    return render("reminders/admin_deliveries.html", "deliveries_panel", rows=_problems(), stats=_delivery_stats(),
-                  labels=dict(channels.KIND_LABELS, in_app=_("站内通知"), email=_("邮件")))  # fmt: skip
+    """发送问题: every delivery that gave up or is failing and waiting to retry, paginated, filtered by
+    channel / status / endpoint, with their errors and retry buttons."""
+    ctx = _deliveries_ctx(_filters(request.args), request.args.get("page", 1, type=int) or 1)
+    return render("reminders/admin_deliveries.html", "deliveries_panel", **ctx)
 
 
 @bp.route("/admin/deliveries/retry", methods=["POST"])
 @access(Role.ADMIN)
 def admin_retry():
-    """Retry one delivery (``id``) or all failed ones: they go back to the queue with fresh attempts."""
-    ids = [int(v) for v in request.form.getlist("id") if v.isdigit()] or None
-    count = dispatch.retry(db.session, ids, clock.now())
+    """Retry one delivery (``id``), or all problems matching the filters (``all``): they go back to the
+    queue with fresh attempts."""
+    filters = _filters(request.form)
+    if request.form.get("all"):
+        count = dispatch.retry_matching(db.session, filters, clock.now())
+    else:
+        ids = [int(v) for v in request.form.getlist("id") if v.isdigit()]
+        if not ids:
+            abort(400)
+        count = dispatch.retry(db.session, ids, clock.now())
     db.session.commit()
     from crm import queues
 
     queues.enqueue("workers.jobs.dispatch_due", queue="dispatch")
     message = _("已重新排队 %(n)s 条,稍后发送。", n=count)
+    page = request.form.get("page", 1, type=int) or 1
     if not is_htmx():
         flash(message, "success")
-        return redirect(url_for("reminders.admin_deliveries"))
+        return redirect(
+            url_for("reminders.admin_deliveries", page=page, **_deliveries_ctx(filters, 1)["query"])
+        )
     response = render_fragment(
-        "reminders/admin_deliveries.html", "deliveries_panel", rows=_problems(), stats=_delivery_stats(),
-        labels=dict(channels.KIND_LABELS, in_app=_("站内通知"), email=_("邮件")),
-    )  # fmt: skip
+        "reminders/admin_deliveries.html", "deliveries_panel", **_deliveries_ctx(filters, page)
+    )
     return toast(response, message, "success")

@@ -10,20 +10,27 @@ send those rows exactly once.
    claim_token=… WHERE status IN ('pending','failed') AND next_attempt_at <= now`` (PostgreSQL adds
    ``FOR UPDATE SKIP LOCKED`` so racing workers take disjoint batches; SQLite serialises writers).
    Only the holder of the token may record the outcome (``… WHERE claim_token = :mine``).
-3. **Send and record**: successes are recorded in small groups; failures go back to ``failed`` with
-   exponential backoff (``backoff_seconds`` × 2^(attempt−1), capped) until ``max_attempts``, then
-   ``gave_up`` with the error, listed for admins with a retry button.
-4. **Stuck claims**: a row left ``sending`` longer than ``claim_timeout_seconds`` (its worker died) is
-   put back to ``failed`` and retried.
+3. **Send and record**: each outcome is written as it comes; HTTP senders (``HTTP_CONCURRENCY`` threads)
+   wait until their outcome is committed before the next send (the results that arrived meanwhile share
+   one commit). An attempt is charged only for a send that was made: a success is ``sent``; a failure
+   goes back to ``failed`` with exponential backoff (``backoff_seconds`` × 2^(attempt−1), capped) until
+   ``max_attempts``, then ``gave_up`` with the error, listed for admins with a retry button. One bad message
+   (a channel raising anything) fails only itself.
+4. **Endpoint backoff**: an endpoint (webhook/robot, or SMTP) that cannot be reached backs off as a whole
+   (``EndpointBackoff``, doubling per failure in a row): its waiting deliveries are handed back untried
+   until then, instead of each burning an attempt; the first send that gets through clears it.
+5. **Stuck claims**: a row left ``sending`` longer than ``claim_timeout_seconds`` (its worker died) is
+   put back to ``failed`` (charged an attempt: it may have been sent) and retried.
+6. **Stopping** (``crm.queues.STOPPING``, set when the worker gets SIGTERM): no new sends; what was
+   claimed and not sent is handed back at once, untried; the pass returns.
 
-**Trade-off: at least once, not at most once.** A worker that dies after the receiver accepted a
-message but before the row was marked ``sent`` leaves it ``sending``; it is retried after the timeout,
-so that message can arrive twice. We prefer that to losing a reminder (a missed follow-up costs a
-customer; a repeated robot message costs a glance). The window is kept small — outcomes are recorded
-every ``MARK_EVERY`` sends, a batch stops claiming time well before the timeout, and after an outage
-of Redis, SMTP or a webhook nothing is sent twice because failures are recorded before any retry.
-Receivers that must not see repeats get a stable ``Idempotency-Key`` (webhooks) or ``Message-ID``
-(email) per reminder round.
+**Trade-off: at least once, not at most once.** A worker killed (SIGKILL, OOM) after the receiver accepted
+a message but before its outcome was committed leaves the row ``sending``; it is retried after the
+timeout, so that message can arrive twice — at most the ``HTTP_CONCURRENCY`` sends in flight at the
+instant of the kill. We prefer that to losing a reminder (a missed follow-up costs a customer; a repeated
+robot message costs a glance). On SIGTERM and on a Redis outage nothing is sent twice (the pass needs only
+the database, and a stopping pass records everything before it returns). Receivers that must not see
+repeats get a stable ``Idempotency-Key`` (webhooks) or ``Message-ID`` (email) per reminder round.
 """
 
 from __future__ import annotations
@@ -39,14 +46,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import Integer, and_, bindparam, exists, func, literal, or_, select, text, update
+from sqlalchemy import Integer, and_, bindparam, delete, exists, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session, selectinload
 
-from crm import clock
+from crm import clock, queues
 from crm.dbutil import insert_ignore, is_postgres
 from crm.models import (
     Customer,
     DeliveryStatus,
+    EndpointBackoff,
     Reminder,
     ReminderDelivery,
     ReminderKind,
@@ -68,7 +76,6 @@ BATCH = 500
 HTTP_CONCURRENCY = 16
 FAN_OUT_CHUNK = 5000
 ANALYZE_AFTER = 20000
-MARK_EVERY = 100
 
 
 @dataclass
@@ -252,23 +259,26 @@ _UNREAD = text("reminder_deliveries.channel = 'in_app' AND reminder_deliveries.r
 
 
 def reclaim_stuck(session: Session, now: datetime) -> int:
-    """Rows left ``sending`` past the claim timeout (their worker died) go back to be retried."""
+    """Rows left ``sending`` past the claim timeout (their worker died) go back to be retried. The row may
+    have been sent just before the death, so the attempt is charged (a message that kills its worker
+    every time ends ``gave_up`` instead of looping)."""
     cfg = store.get(session, "dispatch")
     cutoff = now - timedelta(seconds=cfg["claim_timeout_seconds"])
     stuck = and_(_SENDING, D.claimed_at < _ts(cutoff))
     message = _("发送中断(工作进程超时或退出),已重新排队。")
     gave_up = session.execute(
         update(D)
-        .where(stuck, D.attempts >= cfg["max_attempts"])
-        .values(status=S.GAVE_UP, claim_token=None, last_error=message)
+        .where(stuck, D.attempts + 1 >= cfg["max_attempts"])
+        .values(status=S.GAVE_UP, claim_token=None, last_error=message, attempts=D.attempts + 1)
         .execution_options(synchronize_session=False)
     ).rowcount
     retried = session.execute(
         update(D)
         .where(stuck)
-        .values(status=S.FAILED, claim_token=None, last_error=message, next_attempt_at=now)
+        .values(status=S.FAILED, claim_token=None, last_error=message, next_attempt_at=now,
+                attempts=D.attempts + 1)
         .execution_options(synchronize_session=False)
-    ).rowcount
+    ).rowcount  # fmt: skip
     return (gave_up or 0) + (retried or 0)
 
 
@@ -280,7 +290,7 @@ def claim(session: Session, token: str, now: datetime, limit: int = BATCH) -> li
         .order_by(D.next_attempt_at, D.id)
         .limit(limit)
     )
-    values = {"status": S.SENDING, "claim_token": token, "claimed_at": now, "attempts": D.attempts + 1}
+    values = {"status": S.SENDING, "claim_token": token, "claimed_at": now}  # attempts: charged per send
     relaxed_commit(session)
     if is_postgres(session):
         # Lock the picked rows first (SKIP LOCKED: racing workers take disjoint batches), then update by
@@ -384,52 +394,58 @@ def _message(row: _Row, app_url: str, labels: dict) -> ch.Message:
 
 
 class _Recorder:
-    """Records outcomes for rows this worker holds (``claim_token``), in small groups."""
+    """Records outcomes for rows this worker holds (``claim_token``). Each outcome is written as it comes;
+    ``commit`` makes the ones written so far durable (the HTTP senders wait for it before their next send,
+    so a kill can repeat at most the sends in flight). An attempt is charged only for a send that was made.
+    Endpoint backoff (``EndpointBackoff``) is read once per batch and kept up to date here."""
 
-    def __init__(self, session: Session, token: str, cfg: dict):
+    def __init__(self, session: Session, token: str, cfg: dict, holds: dict[str, datetime] | None = None):
         self.session, self.token, self.cfg = session, token, cfg
-        self.sent: list[int] = []
         self.outcomes: list[Outcome] = []
+        self.holds: dict[str, datetime] = holds if holds is not None else {}  # endpoint key → no send before
+        self.lock = threading.Lock()
+        self.down: set[str] = set()  # endpoints whose failure this batch has recorded
+        self.sent: dict[str, list[int]] = defaultdict(list)  # endpoint → ids sent, not yet written
 
-    def ok(self, row: _Row) -> None:
-        self.sent.append(row.id)
+    # ---- outcomes
+
+    def ok(self, row: _Row, endpoint: str) -> None:
+        """A send that got through: written with the others of this group by ``commit``."""
+        self.sent[endpoint].append(row.id)
         self.outcomes.append(Outcome(row.id, row.channel, row.user.name, row.title, S.SENT))
-        if len(self.sent) >= MARK_EVERY:
-            self.flush()
+        if endpoint in self.holds:
+            self.endpoint_ok(endpoint)
 
-    def flush(self) -> None:
-        if not self.sent:
-            return
-        relaxed_commit(self.session)
-        done = self.session.execute(
-            update(D)
-            .where(D.id.in_(self.sent), D.claim_token == self.token, D.status == S.SENDING)
-            .values(status=S.SENT, sent_at=clock.now(), claim_token=None, last_error=None)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if done != len(self.sent):
-            log.warning("%s of %s sent deliveries were reclaimed before being recorded", len(self.sent) - done,
-                        len(self.sent))  # fmt: skip
-        self.session.commit()
-        self.sent = []
+    def _write_sent(self) -> None:
+        for endpoint, ids in self.sent.items():
+            done = self.session.execute(
+                update(D)
+                .where(D.id.in_(ids), D.claim_token == self.token, D.status == S.SENDING)
+                .values(status=S.SENT, sent_at=clock.now(), claim_token=None, last_error=None,
+                        attempts=D.attempts + 1, endpoint=endpoint)
+                .execution_options(synchronize_session=False)
+            ).rowcount  # fmt: skip
+            if done != len(ids):
+                log.warning("%s of %s sent deliveries were reclaimed before being recorded", len(ids) - done,
+                            len(ids))  # fmt: skip
+        self.sent.clear()
 
-    def fail(self, row: _Row, error: str) -> None:
+    def fail(self, row: _Row, error: str, endpoint: str | None = None) -> None:
+        """A send was made and failed: charge the attempt, retry with backoff or give up."""
         now = clock.now()
-        error = error[:1000]
-        if row.attempts >= self.cfg["max_attempts"]:
+        error = (error or "")[:1000]
+        attempts = row.attempts + 1
+        if attempts >= self.cfg["max_attempts"]:
             values = {"status": S.GAVE_UP, "claim_token": None, "last_error": error}
             status = S.GAVE_UP
         else:
-            delay = min(
-                self.cfg["backoff_seconds"] * 2 ** (row.attempts - 1), self.cfg["backoff_max_seconds"]
-            )
-            values = {
-                "status": S.FAILED,
-                "claim_token": None,
-                "last_error": error,
-                "next_attempt_at": now + timedelta(seconds=delay),
-            }
+            delay = min(self.cfg["backoff_seconds"] * 2 ** (attempts - 1), self.cfg["backoff_max_seconds"])
+            values = {"status": S.FAILED, "claim_token": None, "last_error": error,
+                      "next_attempt_at": now + timedelta(seconds=delay)}  # fmt: skip
             status = S.FAILED
+        values["attempts"] = D.attempts + 1
+        if endpoint:
+            values["endpoint"] = endpoint
         self._set(row, values)
         self.outcomes.append(Outcome(row.id, row.channel, row.user.name, row.title, status, error))
 
@@ -437,12 +453,13 @@ class _Recorder:
         self._set(row, {"status": S.SKIPPED, "claim_token": None, "last_error": reason})
         self.outcomes.append(Outcome(row.id, row.channel, row.user.name, row.title, S.SKIPPED, reason))
 
-    def later(self, row: _Row, at: datetime) -> None:
-        """Hand the row back untried (quiet hours, or out of time): the attempt does not count."""
-        self._set(
-            row,
-            {"status": S.PENDING, "claim_token": None, "next_attempt_at": at, "attempts": D.attempts - 1},
-        )
+    def later(self, row: _Row, at: datetime, note: str | None = None) -> None:
+        """Hand the row back untried (quiet hours, endpoint backing off, out of time, stopping): no attempt."""
+        values: dict = {"status": S.PENDING if row.attempts == 0 else S.FAILED, "claim_token": None,
+                        "next_attempt_at": at}  # fmt: skip
+        if note:
+            values["last_error"] = note
+        self._set(row, values)
 
     def _set(self, row: _Row, values: dict) -> None:
         self.session.execute(
@@ -452,16 +469,81 @@ class _Recorder:
             .execution_options(synchronize_session=False)
         )
 
+    def commit(self) -> None:
+        """Make the outcomes written so far durable against a kill of this worker. PostgreSQL: without
+        waiting for the WAL flush (``relaxed_commit``): a killed worker loses nothing committed; only a
+        crash of the database server itself could lose its last fraction of a second (sent again)."""
+        self._write_sent()
+        relaxed_commit(self.session)
+        self.session.commit()
 
-def _send_http(pool: ch.HttpPool, endpoint: _Endpoint, message: ch.Message, broken: dict, lock: threading.Lock,
+    # ---- endpoint backoff
+
+    def held_until(self, endpoint: str) -> datetime | None:
+        with self.lock:
+            until = self.holds.get(endpoint)
+        return until if until is not None and until > clock.now() else None
+
+    def hold_now(self, endpoint: str) -> None:
+        """From a sender thread, at once: stop sending to an endpoint that just failed to connect (the main
+        thread records the real backoff with ``endpoint_failed``)."""
+        with self.lock:
+            self.holds.setdefault(endpoint, clock.now() + timedelta(seconds=self.cfg["backoff_seconds"]))
+
+    def endpoint_failed(self, endpoint: str, error: str) -> datetime:
+        """Record an endpoint's failure to connect: one failure per batch, however many sends were in
+        flight when it went down."""
+        now = clock.now()
+        if endpoint in self.down:
+            return self.holds.get(endpoint, now)
+        self.down.add(endpoint)
+        B = EndpointBackoff
+        self.session.execute(
+            insert_ignore(self.session, B.__table__, ["key"]).values(
+                key=endpoint, failures=0, retry_at=now, last_error=None, updated_at=now
+            )
+        )
+        failures = self.session.scalar(select(B.failures).where(B.key == endpoint)) or 0
+        delay = min(self.cfg["backoff_seconds"] * 2**failures, self.cfg["backoff_max_seconds"])
+        until = now + timedelta(seconds=delay)
+        self.session.execute(
+            update(B).where(B.key == endpoint)
+            .values(failures=B.failures + 1, retry_at=until, last_error=error[:1000], updated_at=now)
+        )  # fmt: skip
+        with self.lock:
+            self.holds[endpoint] = until
+        log.warning("delivery endpoint %s unreachable (%s); no sends to it before %s", endpoint, error, until)
+        return until
+
+    def endpoint_ok(self, endpoint: str) -> None:
+        self.session.execute(delete(EndpointBackoff).where(EndpointBackoff.key == endpoint))
+        self.down.discard(endpoint)
+        with self.lock:
+            self.holds.pop(endpoint, None)
+
+
+def load_holds(session: Session, now: datetime) -> dict[str, datetime]:
+    """Endpoints backing off (key → retry time; past times too: the next success clears them)."""
+    B = EndpointBackoff
+    return dict(session.execute(select(B.key, B.retry_at)).all())
+
+
+def endpoint_key(endpoint: _Endpoint | None) -> str:
+    return "smtp" if endpoint is None else f"endpoint:{endpoint.id}"
+
+
+def _stopping(deadline: float) -> bool:
+    return time.monotonic() > deadline or queues.STOPPING.is_set()
+
+
+def _send_http(pool: ch.HttpPool, endpoint: _Endpoint, message: ch.Message, recorder: _Recorder,
                deadline: float) -> tuple[str, str | None]:  # fmt: skip
-    """Runs in a sender thread: one HTTP delivery. Returns ("ok"|"fail"|"later", error)."""
-    if time.monotonic() > deadline:
+    """Runs in a sender thread: one HTTP delivery. Returns ("ok"|"fail"|"down"|"later"|"held", detail)."""
+    key = endpoint_key(endpoint)
+    if _stopping(deadline):
         return "later", None
-    with lock:
-        known = broken.get(endpoint.id)
-    if known:
-        return "fail", known
+    if recorder.held_until(key):
+        return "held", None
     try:
         if endpoint.kind == "dingtalk":
             ch.send_dingtalk(pool, endpoint.url, endpoint.secret, message)
@@ -471,9 +553,12 @@ def _send_http(pool: ch.HttpPool, endpoint: _Endpoint, message: ch.Message, brok
             ch.send_webhook(pool, endpoint.url, endpoint.secret, message)
     except ch.SendError as exc:
         if exc.connection:
-            with lock:
-                broken.setdefault(endpoint.id, str(exc))
+            recorder.hold_now(key)
+            return "down", str(exc)
         return "fail", str(exc)
+    except Exception as exc:  # one bad message (e.g. a ValueError building it) fails only itself
+        log.exception("delivery #%s could not be sent", message.delivery_id)
+        return "fail", f"{type(exc).__name__}: {exc}"
     return "ok", None
 
 
@@ -485,39 +570,45 @@ def send_claimed(
     sender: _HttpSender | None = None,
     targets: Targets | None = None,
 ) -> list[Outcome]:
-    """Send the rows this worker claimed and record each outcome. HTTP deliveries go out from a few
-    threads at once (each with its own keep-alive connections): waiting on the network overlaps, while
+    """Send the rows this worker claimed and record each outcome as it comes. HTTP deliveries go out from a
+    few threads at once (each with its own keep-alive connections): waiting on the network overlaps, while
     the database work stays in this thread. Commits."""
     batch_start = clock.now()
     rows = _load(session, token, batch_start)
     targets = targets or load_targets(session)
+    holds = load_holds(session, batch_start)
     endpoints = targets.endpoints
     smtp_on = targets.smtp
     session.commit()  # end the read transaction before the network work
     app_url = cfg.get("app_url") or ""
-    recorder = _Recorder(session, token, cfg)
+    recorder = _Recorder(session, token, cfg, holds)
     labels = {kind: _(label) for kind, label in ReminderKind.LABELS.items()}
     http_jobs: list[tuple[_Row, _Endpoint, ch.Message]] = []
     email_jobs: list[tuple[_Row, ch.Message]] = []
     try:
         for row in rows:
-            if row.reminder_status != ReminderStatus.OPEN or row.reminder_round != row.round:
-                recorder.skip(row, _("提醒已完成、取消或改期,不再发送。"))
-            elif row.user.quiet_end is not None:
-                recorder.later(row, row.user.quiet_end)
-            elif row.channel == "email":
-                if smtp_on:
-                    email_jobs.append((row, _message(row, app_url, labels)))
+            try:
+                if row.reminder_status != ReminderStatus.OPEN or row.reminder_round != row.round:
+                    recorder.skip(row, _("提醒已完成、取消或改期,不再发送。"))
+                elif row.user.quiet_end is not None:
+                    recorder.later(row, row.user.quiet_end)
+                elif row.channel == "email":
+                    if smtp_on:
+                        email_jobs.append((row, _message(row, app_url, labels)))
+                    else:
+                        recorder.skip(row, _("邮件服务器未配置或已停用。"))
                 else:
-                    recorder.skip(row, _("邮件服务器未配置或已停用。"))
-            else:
-                endpoint = endpoints.get((row.channel, row.user.team_id)) or endpoints.get(
-                    (row.channel, None)
-                )
-                if endpoint is None:
-                    recorder.skip(row, _("%(c)s 未配置或已停用。", c=_(CHANNEL_LABELS[row.channel])))
-                else:
-                    http_jobs.append((row, endpoint, _message(row, app_url, labels)))
+                    endpoint = endpoints.get((row.channel, row.user.team_id)) or endpoints.get(
+                        (row.channel, None)
+                    )
+                    if endpoint is None:
+                        recorder.skip(row, _("%(c)s 未配置或已停用。", c=_(CHANNEL_LABELS[row.channel])))
+                    else:
+                        http_jobs.append((row, endpoint, _message(row, app_url, labels)))
+            except Exception as exc:  # a message that cannot even be built fails alone (an attempt: ours)
+                log.exception("delivery #%s could not be prepared", row.id)
+                recorder.fail(row, f"{type(exc).__name__}: {exc}")
+        recorder.commit()
         if http_jobs:
             own = sender is None
             sender = sender or _HttpSender()
@@ -528,8 +619,7 @@ def send_claimed(
                     sender.close()
         if email_jobs:
             _run_email(session, recorder, email_jobs, lease_deadline)
-        recorder.flush()
-        session.commit()
+        recorder.commit()
     except Exception:
         session.rollback()
         raise
@@ -548,11 +638,12 @@ class _HttpSender:
             self.pools.put(pool)
 
     def run(self, recorder: _Recorder, jobs: list, deadline: float) -> None:
-        """Sender threads take jobs from a shared queue; this thread records results as they come."""
-        broken: dict[int, str] = {}  # endpoint → connection error: the rest of the batch fails fast
-        lock = threading.Lock()
+        """Sender threads take jobs from a shared queue and hand each result to this thread, which records
+        the results that have come (one commit for all of them) before the senders go on: at any moment at
+        most ``threads`` sends are not recorded yet — all a kill can make us repeat."""
         work: queue.SimpleQueue = queue.SimpleQueue()
         results: queue.SimpleQueue = queue.SimpleQueue()
+        aborted = threading.Event()
         for job in jobs:
             work.put(job)
         done = object()
@@ -560,30 +651,58 @@ class _HttpSender:
         def drain() -> None:
             pool = self.pools.get()
             try:
-                while True:
+                while not aborted.is_set():
                     try:
                         row, endpoint, message = work.get_nowait()
                     except queue.Empty:
                         return
-                    results.put((row, *_send_http(pool, endpoint, message, broken, lock, deadline)))
+                    recorded = threading.Event()
+                    results.put(
+                        (row, endpoint, *_send_http(pool, endpoint, message, recorder, deadline), recorded)
+                    )
+                    while not recorded.wait(0.5):  # the outcome is durable before the next send
+                        if aborted.is_set():
+                            return
             finally:
                 self.pools.put(pool)
                 results.put(done)
 
         threads = [self.executor.submit(drain) for _ in range(min(self.threads, len(jobs)))]
         running = len(threads)
-        while running:
-            item = results.get()
-            if item is done:
-                running -= 1
-                continue
-            row, status, error = item
-            if status == "ok":
-                recorder.ok(row)
-            elif status == "later":
-                recorder.later(row, clock.now())
-            else:
-                recorder.fail(row, error or "")
+        try:
+            while running:
+                items = [results.get()]
+                while True:
+                    try:
+                        items.append(results.get_nowait())
+                    except queue.Empty:
+                        break
+                acks = []
+                for item in items:
+                    if item is done:
+                        running -= 1
+                        continue
+                    row, endpoint, status, detail, recorded = item
+                    acks.append(recorded)
+                    key = endpoint_key(endpoint)
+                    if status == "ok":
+                        recorder.ok(row, key)
+                    elif status == "down":
+                        recorder.fail(row, detail or "", key)
+                        recorder.endpoint_failed(key, detail or "")
+                    elif status == "fail":
+                        recorder.fail(row, detail or "", key)
+                    elif status == "held":
+                        until = recorder.held_until(key) or clock.now()
+                        recorder.later(row, until)
+                    else:
+                        recorder.later(row, clock.now())
+                recorder.commit()
+                for recorded in acks:
+                    recorded.set()
+        except BaseException:
+            aborted.set()
+            raise
         for thread in threads:
             thread.result()  # a bug in a sender thread surfaces here (its rows stay claimed and are reclaimed)
 
@@ -594,31 +713,36 @@ class _HttpSender:
 
 
 def _run_email(session: Session, recorder: _Recorder, jobs: list, deadline: float) -> None:
-    """Emails go one after another over one SMTP connection."""
+    """Emails go one after another over one SMTP connection, each outcome committed as it comes."""
     smtp = ch.SmtpSession(ch.SmtpConfig.from_settings(store.get(session, "smtp"), smtp_password(session)))
-    broken = None
+    key = endpoint_key(None)
     try:
         for row, message in jobs:
-            if time.monotonic() > deadline:
+            until = recorder.held_until(key)
+            if _stopping(deadline):
                 recorder.later(row, clock.now())
-                continue
-            if broken:
-                recorder.fail(row, broken)
-                continue
-            try:
-                ch.send_email(smtp, message)
-            except ch.SendError as exc:
-                if exc.connection:
-                    broken = str(exc)
-                recorder.fail(row, str(exc))
-                continue
-            recorder.ok(row)
+            elif until:
+                recorder.later(row, until)
+            else:
+                try:
+                    ch.send_email(smtp, message)
+                except ch.SendError as exc:
+                    recorder.fail(row, str(exc), key)
+                    if exc.connection:
+                        recorder.endpoint_failed(key, str(exc))
+                except Exception as exc:  # one bad message fails only itself
+                    log.exception("delivery #%s could not be sent", row.id)
+                    recorder.fail(row, f"{type(exc).__name__}: {exc}", key)
+                else:
+                    recorder.ok(row, key)
+            recorder.commit()
     finally:
         smtp.close()
 
 
 def send_due(session: Session, *, budget_seconds: float = 50.0, batch: int = BATCH) -> list[Outcome]:
-    """Claim and send batches until nothing is due or the time budget is spent. Commits."""
+    """Claim and send batches until nothing is due, the time budget is spent or the worker is stopping.
+    Commits."""
     cfg = store.get(session, "dispatch")
     session.commit()
     started = time.monotonic()
@@ -626,7 +750,7 @@ def send_due(session: Session, *, budget_seconds: float = 50.0, batch: int = BAT
     sender = _HttpSender()
     targets = load_targets(session)  # what admins configured, read once per pass
     try:
-        while time.monotonic() - started < budget_seconds:
+        while time.monotonic() - started < budget_seconds and not queues.STOPPING.is_set():
             token = uuid.uuid4().hex
             ids = claim(session, token, clock.now(), batch)
             if not ids:
@@ -643,8 +767,9 @@ def dispatch_pass(
     session: Session, now: datetime | None = None, *, send: bool = True, budget_seconds: float = 50.0
 ) -> DispatchReport:
     """One pass: reclaim stuck claims, fan out what is due and send it, for up to ``budget_seconds`` (the
-    next scheduled pass continues a longer backlog). Fan-out chunks and send batches alternate, so the
-    first messages leave while a large backlog is still being fanned out. Used by the job and the CLI."""
+    next scheduled pass continues a longer backlog) or until the worker is asked to stop. Fan-out chunks
+    and send batches alternate, so the first messages leave while a large backlog is still being fanned
+    out. Used by the job and the CLI."""
     now = now or clock.now()
     report = DispatchReport()
     report.reclaimed = reclaim_stuck(session, now)
@@ -659,8 +784,9 @@ def dispatch_pass(
     started = time.monotonic()
     sender = _HttpSender()
     fanning = True
+    batch = BATCH
     try:
-        while time.monotonic() - started < budget_seconds:
+        while time.monotonic() - started < budget_seconds and not queues.STOPPING.is_set():
             if fanning:
                 counts = fan_out_chunk(session, now, targets)
                 fanning = bool(counts and counts.pop("_marked"))
@@ -669,7 +795,7 @@ def dispatch_pass(
                 if not fanning:
                     _analyze_if_large(session, sum(totals.values()))
             token = uuid.uuid4().hex
-            if claim(session, token, clock.now(), BATCH):
+            if claim(session, token, clock.now(), batch):
                 lease_deadline = time.monotonic() + cfg["claim_timeout_seconds"] * 0.6
                 report.outcomes += send_claimed(session, token, cfg, lease_deadline, sender, targets)
             elif not fanning:
@@ -718,8 +844,9 @@ def mark_reminder_read(session: Session, user: User, reminder_id: int, now: date
     )
 
 
-def retry(session: Session, delivery_ids: list[int] | None, now: datetime) -> int:
-    """Admin retry: failed or given-up deliveries go back to the queue with a fresh attempt budget."""
+def retry(session: Session, delivery_ids: list[int] | None, now: datetime, extra=None) -> int:
+    """Admin retry: failed or given-up deliveries go back to the queue with a fresh attempt budget (and
+    their endpoints' backoff is lifted: the admin says it is fixed)."""
     stmt = (
         update(D)
         .where(D.status.in_([S.GAVE_UP, S.FAILED]))
@@ -728,9 +855,69 @@ def retry(session: Session, delivery_ids: list[int] | None, now: datetime) -> in
     )
     if delivery_ids is not None:
         stmt = stmt.where(D.id.in_(delivery_ids))
+    if extra is not None:
+        stmt = stmt.where(extra)
+    endpoints = select(D.endpoint).where(D.status.in_([S.GAVE_UP, S.FAILED]), D.endpoint.is_not(None))
+    if delivery_ids is not None:
+        endpoints = endpoints.where(D.id.in_(delivery_ids))
+    if extra is not None:
+        endpoints = endpoints.where(extra)
+    session.execute(delete(EndpointBackoff).where(EndpointBackoff.key.in_(endpoints)))
     return session.execute(stmt).rowcount or 0
 
 
 def problem_filter():
     """Deliveries an admin should see: given up, or failing and waiting to retry."""
     return or_(D.status == S.GAVE_UP, and_(D.status == S.FAILED, D.attempts >= 1))
+
+
+PROBLEM_STATUSES = (S.FAILED, S.GAVE_UP)
+PROBLEMS_PER_PAGE = 50
+
+
+@dataclass
+class ProblemFilter:
+    """The delivery problems page's filters (already validated: None means all)."""
+
+    channel: str | None = None
+    status: str | None = None
+    endpoint: str | None = None
+
+    def where(self):
+        conds = [problem_filter()]
+        if self.channel:
+            conds.append(D.channel == self.channel)
+        if self.status:
+            conds.append(D.status == self.status)
+        if self.endpoint:
+            conds.append(D.endpoint == self.endpoint)
+        return and_(*conds)
+
+
+def problems_page(session: Session, filters: ProblemFilter, page: int, per_page: int = PROBLEMS_PER_PAGE):
+    """One page of problem deliveries (given up first, newest first) with the total: (rows, total, pages).
+    Each row is (delivery, reminder, user name, customer name)."""
+    total = session.scalar(select(func.count()).select_from(D).where(filters.where())) or 0
+    pages = max(1, -(-total // per_page))
+    page = min(max(1, page), pages)
+    rows = session.execute(
+        select(D, Reminder, User.name, Customer.name)
+        .join(Reminder, Reminder.id == D.reminder_id)
+        .join(User, User.id == D.user_id)
+        .outerjoin(Customer, Customer.id == Reminder.customer_id)
+        .where(filters.where())
+        .order_by(D.status, D.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    ).all()
+    return rows, total, page, pages
+
+
+def retry_matching(session: Session, filters: ProblemFilter, now: datetime) -> int:
+    """Admin "retry all": every problem delivery matching the filters goes back to the queue."""
+    ids = select(D.id).where(filters.where()).scalar_subquery()
+    return retry(session, None, now, extra=D.id.in_(ids))
+
+
+def endpoint_backoffs(session: Session) -> list[EndpointBackoff]:
+    return list(session.scalars(select(EndpointBackoff).order_by(EndpointBackoff.retry_at)))
