@@ -1,7 +1,8 @@
 """Configuration: defaults, overridden by environment variables, overridden by ``create_app(config)``.
 
 Environment variables (documented in README):
-DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, SMTP_* (see settings page).
+DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, SMTP_* (see settings page),
+CRM_OUTBOUND_ALLOW (intranet networks/hosts webhooks may reach; see crm/netguard.py).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def build_config(instance_path: Path) -> dict:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "LOGIN_THROTTLE_MAX_FAILURES": 5,
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
+        # Webhooks reach public addresses only; e.g. "10.1.2.0/24,relay.corp.local" allows a local relay.
+        "CRM_OUTBOUND_ALLOW": os.environ.get("CRM_OUTBOUND_ALLOW", "").strip(),
         # Extra start-up work the web process skips in tests.
         "CRM_QUEUE_ASYNC": True,
     }

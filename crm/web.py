@@ -145,6 +145,9 @@ def admin_nav() -> list[tuple[str, str]]:
 
 def install_input_guards(app: Flask) -> None:
     """Hooks that must run before the extensions read the request (call before ``csrf.init_app``)."""
+    from crm import inputguard
+
+    inputguard.install(app)
     app.before_request(_reject_non_utf8_forms)
 
 

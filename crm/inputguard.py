@@ -1,0 +1,131 @@
+"""Bounds on what a request may carry, enforced once for every route (web and API).
+
+- ``<int:…>`` path ids outside the database's integer range do not match (404), instead of an overflow
+  error deep in a query;
+- ``request.args.get(…, type=int)`` treats an out-of-range number as invalid (the default is used);
+- JSON bodies are bounded in size (413) and nesting depth (400), checked without recursion;
+- text: ``clean_line`` / ``clean_text`` drop control characters (CR, LF, NUL, other C0/C1) from single-line
+  and multi-line values; the shared form base class (``crm.forms.FlaskForm``) applies them to every field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Flask, Request, request
+from flask.json.provider import DefaultJSONProvider
+from flask_babel import gettext as _
+from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
+from werkzeug.routing import IntegerConverter
+
+# Ids are INTEGER columns: PostgreSQL's 32-bit range is the narrowest of the supported databases.
+DB_INT_MIN = -(2**31)
+DB_INT_MAX = 2**31 - 1
+JSON_MAX_BYTES = 1024 * 1024
+JSON_MAX_DEPTH = 32
+
+# C0 controls except TAB/LF/CR, DEL and C1 controls; lines additionally lose TAB, LF and CR.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_LINE_BREAKS = re.compile("[\t\r\n\u2028\u2029\x85]+")
+
+
+def in_db_range(value: int) -> bool:
+    return DB_INT_MIN <= value <= DB_INT_MAX
+
+
+def clean_line(value: Any) -> Any:
+    """A single-line value: line breaks and tabs become one space, other control characters go."""
+    if not isinstance(value, str):
+        return value
+    return _CONTROL.sub("", _LINE_BREAKS.sub(" ", value))
+
+
+def clean_text(value: Any) -> Any:
+    """A multi-line value: keeps tabs and line breaks (as ``\\n``), drops other control characters."""
+    if not isinstance(value, str):
+        return value
+    return _CONTROL.sub("", value.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:…>`` limited to the database's integer range: a larger id matches no route (404)."""
+
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None, max: int | None = None,
+                 signed: bool = False):  # fmt: skip
+        super().__init__(
+            map,
+            fixed_digits,
+            DB_INT_MIN if min is None and signed else (0 if min is None else min),
+            DB_INT_MAX if max is None else max,
+            signed,
+        )
+
+
+class BoundedArgs(ImmutableMultiDict):
+    """``get(key, type=int)`` answers the default for a number outside the database's integer range."""
+
+    def get(self, key, default=None, type=None):  # noqa: A002 (werkzeug's signature)
+        value = super().get(key, default, type)
+        if type is int and isinstance(value, int) and value is not default and not in_db_range(value):
+            return default
+        return value
+
+
+class GuardedRequest(Request):
+    parameter_storage_class = BoundedArgs
+
+
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+
+
+def json_depth_exceeds(text: str, limit: int = JSON_MAX_DEPTH) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit`` (strings skipped), without recursion."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in "]}":
+            depth -= 1
+    return False
+
+
+class GuardedJSONProvider(DefaultJSONProvider):
+    """Refuses JSON nested deeper than ``JSON_MAX_DEPTH`` (400) before the recursive parser sees it."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        text = s.decode("utf-8", "replace") if isinstance(s, bytes | bytearray) else s
+        if json_depth_exceeds(text):
+            raise BadRequest(_("JSON 嵌套层数过深(最多 %(n)s 层)。", n=JSON_MAX_DEPTH))
+        return super().loads(s, **kwargs)
+
+
+def _bound_json_body() -> None:
+    """A JSON body larger than ``JSON_MAX_BYTES`` is refused (413) before anything reads it."""
+    if request.method in ("GET", "HEAD", "OPTIONS") or not request.is_json:
+        return
+    from flask import current_app
+
+    limit = current_app.config.get("JSON_MAX_BYTES", JSON_MAX_BYTES)
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge(_("JSON 请求体太大(最多 %(kb)s KB)。", kb=limit // 1024))
+    if length is None:  # chunked: read at most one byte past the limit
+        data = request.stream.read(limit + 1)
+        if len(data) > limit:
+            raise RequestEntityTooLarge(_("JSON 请求体太大(最多 %(kb)s KB)。", kb=limit // 1024))
+        request._cached_data = data  # noqa: SLF001 (what get_data would have cached)
+
+
+def install(app: Flask) -> None:
+    """Call before blueprints are registered (the ``int`` converter is looked up when rules are added)."""
+    app.url_map.converters["int"] = BoundedIntConverter
+    app.request_class = GuardedRequest
+    app.json = GuardedJSONProvider(app)
+    app.before_request(_bound_json_body)
