@@ -16,9 +16,10 @@ from typing import Any
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask_babel import gettext as _
-from werkzeug.datastructures import ImmutableMultiDict
+from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
+from werkzeug.utils import cached_property
 
 # Ids are INTEGER columns: PostgreSQL's 32-bit range is the narrowest of the supported databases.
 DB_INT_MIN = -(2**31)
@@ -31,8 +32,37 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile("[\t\r\n\u2028\u2029\x85]+")
 
 
+YEAR_MIN, YEAR_MAX = 2000, 2100
+
+
+def year_arg(name: str = "year") -> int | None:
+    """The ``?year=`` query parameter: None when absent, else a year in 2000–2100 (400 otherwise)."""
+    from flask import abort
+
+    raw = request.args.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or not YEAR_MIN <= int(raw) <= YEAR_MAX:
+        abort(400, _("年份必须是 %(lo)s–%(hi)s 之间的整数。", lo=YEAR_MIN, hi=YEAR_MAX))
+    return int(raw)
+
+
 def in_db_range(value: int) -> bool:
     return DB_INT_MIN <= value <= DB_INT_MAX
+
+
+def parse_id(value: Any) -> int | None:
+    """An id from untrusted input: a positive integer within the database's range, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        value = value.strip()
+        if not (value.isascii() and value.isdigit()):
+            return None
+        value = int(value)
+    if isinstance(value, int) and 0 < value <= DB_INT_MAX:
+        return value
+    return None
 
 
 def clean_line(value: Any) -> Any:
@@ -63,7 +93,7 @@ class BoundedIntConverter(IntegerConverter):
         )
 
 
-class BoundedArgs(ImmutableMultiDict):
+class _BoundedGet:
     """``get(key, type=int)`` answers the default for a number outside the database's integer range."""
 
     def get(self, key, default=None, type=None):  # noqa: A002 (werkzeug's signature)
@@ -73,8 +103,21 @@ class BoundedArgs(ImmutableMultiDict):
         return value
 
 
+class BoundedArgs(_BoundedGet, ImmutableMultiDict):
+    pass
+
+
+class BoundedCombined(_BoundedGet, CombinedMultiDict):
+    pass
+
+
 class GuardedRequest(Request):
     parameter_storage_class = BoundedArgs
+
+    @cached_property
+    def values(self) -> CombinedMultiDict:
+        args = [self.args] + ([self.form] if self.method != "GET" else [])
+        return BoundedCombined(args)
 
 
 _JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)

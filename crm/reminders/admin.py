@@ -14,6 +14,7 @@ from crm.access import access
 from crm.extensions import db
 from crm.forms import choices
 from crm.htmx import is_htmx, render, render_fragment, toast
+from crm.inputguard import parse_id
 from crm.models import Customer, Reminder, ReminderDelivery, Role, Team, User, WebhookEndpoint
 from crm.reminders import channels, dispatch, endpoints
 from crm.reminders import settings as rsettings
@@ -373,7 +374,7 @@ def admin_deliveries():
 @access(Role.ADMIN)
 def admin_retry():
     """Retry one delivery (``id``) or all failed ones: they go back to the queue with fresh attempts."""
-    ids = [int(v) for v in request.form.getlist("id") if v.isdigit()] or None
+    ids = [i for i in map(parse_id, request.form.getlist("id")) if i] or None
     count = dispatch.retry(db.session, ids, clock.now())
     db.session.commit()
     from crm import queues
