@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Request, request
 from flask.json.provider import DefaultJSONProvider
 from flask_babel import gettext as _
-from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict
+from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict, MultiDict
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 from werkzeug.utils import cached_property
@@ -104,7 +104,21 @@ class _BoundedGet:
 
 
 class BoundedArgs(_BoundedGet, ImmutableMultiDict):
-    pass
+    """Query and form values, control characters dropped (``clean_text``; forms also make single-line
+    fields single-line), with the bounded ``get(…, type=int)``."""
+
+    def __init__(self, mapping=None):
+        if mapping is None:
+            super().__init__()
+            return
+        if isinstance(mapping, MultiDict):
+            mapping = mapping.items(multi=True)
+        elif isinstance(mapping, dict):
+            mapping = {k: [clean_text(v) for v in vs] if isinstance(vs, list | tuple) else clean_text(vs)
+                       for k, vs in mapping.items()}  # fmt: skip
+            super().__init__(mapping)
+            return
+        super().__init__([(clean_text(k), clean_text(v)) for k, v in mapping])
 
 
 class BoundedCombined(_BoundedGet, CombinedMultiDict):
@@ -139,14 +153,27 @@ def json_depth_exceeds(text: str, limit: int = JSON_MAX_DEPTH) -> bool:
     return False
 
 
+def clean_strings(value: Any) -> Any:
+    """``value`` (parsed JSON) with control characters dropped from every string, keys included
+    (``clean_text``: line breaks and tabs stay; forms make single-line fields single-line)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [clean_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {clean_text(k): clean_strings(v) for k, v in value.items()}
+    return value
+
+
 class GuardedJSONProvider(DefaultJSONProvider):
-    """Refuses JSON nested deeper than ``JSON_MAX_DEPTH`` (400) before the recursive parser sees it."""
+    """Refuses JSON nested deeper than ``JSON_MAX_DEPTH`` (400) before the recursive parser sees it, and
+    drops control characters (NUL: PostgreSQL refuses it in text) from the strings it parsed."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         text = s.decode("utf-8", "replace") if isinstance(s, bytes | bytearray) else s
         if json_depth_exceeds(text):
             raise BadRequest(_("JSON 嵌套层数过深(最多 %(n)s 层)。", n=JSON_MAX_DEPTH))
-        return super().loads(s, **kwargs)
+        return clean_strings(super().loads(s, **kwargs))
 
 
 def _bound_json_body() -> None:
@@ -166,9 +193,19 @@ def _bound_json_body() -> None:
         request._cached_data = data  # noqa: SLF001 (what get_data would have cached)
 
 
+def _refuse_control_characters_in_paths() -> None:
+    """A path parameter carrying control characters (``/f/a%00b``) names nothing: 404, before any
+    query sees it (PostgreSQL refuses NUL in text)."""
+    if any(isinstance(v, str) and _CONTROL.search(v) for v in (request.view_args or {}).values()):
+        from flask import abort
+
+        abort(404)
+
+
 def install(app: Flask) -> None:
     """Call before blueprints are registered (the ``int`` converter is looked up when rules are added)."""
     app.url_map.converters["int"] = BoundedIntConverter
     app.request_class = GuardedRequest
     app.json = GuardedJSONProvider(app)
+    app.before_request(_refuse_control_characters_in_paths)
     app.before_request(_bound_json_body)

@@ -349,7 +349,7 @@ def test_fuzzer_finds_what_it_looks_for(app, value):
         q = request.args.get("q", "")
         if q.isdigit():
             db.session.get(Customer, int(q))  # the overflow the converters prevent on real routes
-        if "\x00" in q:
+        if b"%00" in request.query_string:  # the raw query: the app drops NUL from parsed values
             raise ValueError("NUL")
         return f"<html>{q}</html>"
 

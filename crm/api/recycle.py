@@ -381,7 +381,7 @@ def holidays_put():
 @doc("最近的回收运行记录", scope="admin")
 def sweep_runs():
     """When each sweep ran, as of which instant, how long, what it did, errors."""
-    rows = last_runs(db.session, min(request.args.get("limit", 50, type=int), 500))
+    rows = last_runs(db.session, max(1, min(request.args.get("limit", 50, type=int), 500)))
     return jsonify(
         runs=[
             jsonable(

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 
 from crm import signals
 from crm.dbutil import is_postgres
-from crm.inputguard import clean_line
+from crm.inputguard import clean_line, clean_text
 from crm.intake import (
     config,
     grams,  # noqa: F401 (installs the key/gram sync hooks)
@@ -540,7 +540,8 @@ def _new_customer(
     d = p.data
 
     def clean(value: str) -> str | None:
-        value = normalize.fold(value)
+        # Single-line: imported cells and API values may carry line breaks and control characters.
+        value = clean_line(normalize.fold(value)).strip()
         return value or None
 
     arrived = d.arrived_at if d.arrived_at is not None and d.arrived_at <= now else now
@@ -551,7 +552,7 @@ def _new_customer(
         phone=clean(d.phone), phone_key=p.keys.phone_key, email=clean(d.email), email_key=p.keys.email_key,
         wechat=clean(d.wechat), wechat_key=p.keys.wechat_key, address=clean(d.address),
         region=clean(d.region), industry=clean(d.industry), company_size=p.company_size,
-        notes=(d.notes or "").strip() or None, source=source, channel=clean(d.channel),
+        notes=clean_text(d.notes or "").strip() or None, source=source, channel=clean(d.channel),
         campaign=clean(d.campaign), utm=dict(d.utm or {}), arrived_at=arrived, score=0, grade="C",
         score_breakdown={}, scored_at=None, win_probability=None, is_hot=False, stage_id=stage_id,
         last_stage_change_at=now if stage_id else None, owner_id=None, pool_id=pool.id, holding_no=0,

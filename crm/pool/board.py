@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, aliased
 from crm import clock, ratelimit
 from crm.customers.keys import looks_like_phone
 from crm.customers.services import search_condition
+from crm.inputguard import parse_id
 from crm.models import Customer, Pool, Tag, User, customer_tags
 
 PAGE_SIZE = 30
@@ -64,7 +65,7 @@ class BoardFilters:
             region=text("region"),
             industry=text("industry"),
             grade=grade if grade in GRADES else "",
-            tag_id=int(tag) if tag.isdigit() else None,
+            tag_id=parse_id(tag),
             source=text("source"),
             new_today=str(args.get("new") or "").lower() in ("1", "true", "y", "on"),
             cursor=parse_cursor(text("cursor", 40)),
