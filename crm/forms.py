@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm as _FlaskForm
-from wtforms import DateTimeLocalField, IntegerField, StringField, TextAreaField
+from wtforms import DateTimeLocalField, IntegerField, PasswordField, StringField, TextAreaField
 from wtforms import Form as _Form
 from wtforms.fields.choices import SelectChoice
 from wtforms.fields.core import UnboundField
@@ -22,10 +22,10 @@ def _bind_guarded(meta, form, unbound_field, options):
     field stays within the database's range. One rule for all forms, web and API alike."""
     cls = unbound_field.field_class
     args, kwargs = list(unbound_field.args), dict(unbound_field.kwargs)
-    if issubclass(cls, StringField):
+    if issubclass(cls, StringField) and not issubclass(cls, PasswordField):  # passwords are taken as typed
         clean = clean_text if issubclass(cls, TextAreaField) else clean_line
-        if len(args) >= 4:  # (label, validators, filters, …) given by position
-            args[3] = (clean, *args[3])
+        if len(args) >= 3:  # (label, validators, filters, …) given by position
+            args[2] = (clean, *args[2])
         else:
             kwargs["filters"] = (clean, *(kwargs.get("filters") or ()))
     elif issubclass(cls, IntegerField):
