@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import threading
 from datetime import timedelta
 
 import pytest
@@ -451,3 +452,31 @@ def test_multi_line_text_keeps_line_breaks_but_not_nul():
 
     assert clean_text("第一行\r\n第二行\x00\t缩进\x85") == "第一行\n第二行\t缩进"
     assert clean_line("a\r\nb\tc\x00d\x9f") == "a b cd"
+
+
+def test_the_smtp_test_send_does_not_tell_a_closed_port_from_another_service(admin_client):
+    """SMTP relays may be on the intranet (not refused), but the answer does not map ports either."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve():
+        conn, _addr = listener.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")  # another service's banner
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    answers = []
+    for port in (listener.getsockname()[1], _closed_port()):
+        resp = admin_client.post("/admin/channels/smtp", headers={"HX-Request": "true"}, data={
+            "smtp-host": "127.0.0.1", "smtp-port": str(port), "smtp-security": "none",
+            "smtp-from_addr": "crm@example.com", "smtp-timeout": "2", "smtp-test_to": "me@example.com",
+            "smtp-enabled": "y", "action": "test"})  # fmt: skip
+        assert resp.status_code == 422
+        for leak in ("refused", "Errno", "SSH", "timed out", "Connection"):
+            assert leak not in resp.text
+        answers.append(re.search(r"无法连接 SMTP 服务器[^<]*", resp.text).group(0).replace(str(port), "PORT"))
+    thread.join(5)
+    listener.close()
+    assert answers[0] == answers[1]

@@ -438,8 +438,14 @@ class SmtpSession:
                 _("SMTP 服务器不支持所选的加密或认证方式: %(err)s", err=exc), connection=True
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
+            # One answer for refused, timed out or not speaking SMTP/TLS: the difference would map ports.
+            log.warning("SMTP connection to %s:%s failed: %r", cfg.host, cfg.port, exc)
             raise SendError(
-                _("连接 SMTP 服务器 %(host)s:%(port)s 失败: %(err)s", host=cfg.host, port=cfg.port, err=exc),
+                _(
+                    "无法连接 SMTP 服务器 %(host)s:%(port)s,请检查地址、端口和加密方式。",
+                    host=cfg.host,
+                    port=cfg.port,
+                ),
                 connection=True,
             ) from exc
         return smtp
