@@ -217,14 +217,17 @@ class Fuzzer:
         self.failures: list[str] = []
         self.requests = 0
         self.tried: Counter = Counter()
+        self.stale: dict[str, bool] = {}
         self.errors = _LastError()
         logging.getLogger("crm.errors").addHandler(self.errors)
         logging.getLogger("crm.errors").propagate = False
 
     def send(self, role: str, method: str, url: str, *, what: str, **kwargs) -> None:
         client, headers, user = self.clients[role]
-        if user is not None and not url.startswith("/api/"):
-            login(client, user)  # a fuzzed /logout or password change must not end the next requests
+        if user is not None and (method != "GET" or self.stale.pop(role, False)):
+            # Before any write (and once per route): a fuzzed /logout or password change must not end
+            # the requests that follow.
+            login(client, user)
         self.requests += 1
         try:
             response = client.open(url, method=method, headers=headers, **kwargs)
@@ -249,6 +252,7 @@ class Fuzzer:
         query_names = self.d.view_args(endpoint) | fields | set(GENERIC_NAMES)
         body_names = fields | ({n for n in self.d.html_names} if not is_api else set())
         for role in roles:
+            self.stale[role] = True
             for cls, value in PATH_INT_VALUES if int_params else []:
                 self.send(role, method, _url(rule, dict.fromkeys(int_params, value)), what=f"path {cls}")
                 self.tried[(rule.rule, method, role, cls)] += 1
@@ -268,7 +272,8 @@ class Fuzzer:
                 url = _url(rule, {})
                 for cls, value in JSON_VALUES if is_api else []:
                     self.send(role, method, url, what=cls, json={k: value for k in keys or GENERIC_NAMES})
-                    self.send(role, method, url, what=f"{cls} body", json=value)
+                    if not isinstance(value, dict):  # the value as the whole body: a wrong top-level type
+                        self.send(role, method, url, what=f"{cls} body", json=value)
                     self.tried[(rule.rule, method, role, cls)] += 1
                 for cls, body, ctype in RAW_BODIES:
                     self.send(role, method, url, what=cls, data=body, content_type=ctype)
