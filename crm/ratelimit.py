@@ -28,11 +28,3 @@ def hit(key: str, window: timedelta, limit: int, now: datetime, detail: str | No
         )
         conn.execute(_HITS.insert().values(key=key, at=now, detail=(detail or "")[:500] or None))
     return (used or 0) < limit
-
-
-def used(key: str, window: timedelta, now: datetime) -> int:
-    """How many uses of ``key`` the window holds."""
-    return db.session.scalar(
-        select(func.count()).select_from(RateLimitHit).where(RateLimitHit.key == key[:120],
-                                                              RateLimitHit.at > now - window)
-    ) or 0  # fmt: skip

@@ -1,8 +1,11 @@
 """Delivery channels: email (SMTP), DingTalk robot (signed secret), WeCom robot and a generic JSON webhook.
 
-Each sender takes a ``Message`` and raises ``SendError`` with a readable reason on failure. HTTP uses
-keep-alive connections per host for the length of a batch (``HttpPool``); SMTP one connection per batch.
-Webhook URLs are validated when saved: https only, and the robot's own host where a robot is chosen.
+Each sender takes a ``Message`` and raises ``SendError`` with a readable reason on failure — for that one
+message (a message that cannot be built never stops the batch). HTTP uses keep-alive connections per host
+for the length of a batch (``HttpPool``), only to public addresses (``crm.netguard``), with one generic
+error whatever the network said; SMTP one connection per batch. Webhook URLs are validated when saved:
+https only, the robot's own host where a robot is chosen, no internal address. Email header values are
+single lines (``header_value``); robot markdown escapes every interpolated value (``md_escape``).
 """
 
 from __future__ import annotations
@@ -113,7 +116,8 @@ def md_escape(value: object) -> str:
 # ---------------------------------------------------------------- URL validation
 
 
-def UNREACHABLE_MESSAGE() -> str:  # noqa: N802 (a message, translated when shown)
+def unreachable_message() -> str:
+    """The one answer an admin gets for a refused address (the reason goes to the log)."""
     return _("无法连接该地址:只能发送到公网地址(内网地址需由管理员在服务器配置 CRM_OUTBOUND_ALLOW 中放行)。")
 
 
@@ -150,7 +154,7 @@ def validate_webhook_url(
         netguard.check_host(parts.hostname, policy or netguard.current_policy())
     except netguard.Refused as exc:
         log.warning("webhook URL refused: %s", exc)
-        raise ValueError(UNREACHABLE_MESSAGE()) from exc
+        raise ValueError(unreachable_message()) from exc
     query = urllib.parse.parse_qs(parts.query)
     if kind == "dingtalk":
         if parts.hostname != DINGTALK_HOST:
