@@ -2,8 +2,9 @@
 
 Environment variables (documented in README):
 DATABASE_URL, REDIS_URL, SECRET_KEY, CRM_TIMEZONE, CRM_INSTANCE_PATH, CRM_TRUSTED_PROXIES, CRM_SESSION_DAYS,
-SMTP_* (see settings page), CRM_BACKUP_DIR, CRM_BACKUP_KEEP, CRM_BACKUP_NIGHTLY, CRM_METRICS_TOKEN,
-CRM_METRICS_ALLOW, LOG_FORMAT, CRM_UPLOAD_DIR.
+SMTP_* (see settings page), CRM_OUTBOUND_ALLOW (intranet networks/hosts webhooks may reach; see
+crm/netguard.py), CRM_BACKUP_DIR, CRM_BACKUP_KEEP, CRM_BACKUP_NIGHTLY, CRM_METRICS_TOKEN, CRM_METRICS_ALLOW,
+LOG_FORMAT, CRM_UPLOAD_DIR.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def build_config(instance_path: Path) -> dict:
         "CRM_TRUSTED_PROXIES": _int_env("CRM_TRUSTED_PROXIES", 0),
         "LOGIN_THROTTLE_MAX_FAILURES": 5,
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
+        # Webhooks reach public addresses only; e.g. "10.1.2.0/24,relay.corp.local" allows a local relay.
+        "CRM_OUTBOUND_ALLOW": os.environ.get("CRM_OUTBOUND_ALLOW", "").strip(),
         # Extra start-up work the web process skips in tests.
         "CRM_QUEUE_ASYNC": True,
         # Operations (crm/ops): backups, metrics, logs.

@@ -222,6 +222,9 @@ def admin_nav() -> list[tuple[str, str]]:
 def install_input_guards(app: Flask) -> None:
     """Hooks that must run before the extensions read the request (call before ``csrf.init_app``), and
     the ones that must see the response after them (``after_request`` hooks run in reverse order)."""
+    from crm import inputguard
+
+    inputguard.install(app)
     app.before_request(_reject_non_utf8_forms)
     app.after_request(_secure_cookies)
     app.session_interface = HttpsAwareSessionInterface()

@@ -26,6 +26,13 @@ from crm.extensions import db
 from crm.models import Role
 from tests.factories import Factory
 
+# The suite's webhook receivers and SMTP sinks listen on loopback, and outbound requests are refused to
+# non-public addresses by default (crm/netguard.py): the tests allow loopback explicitly, in the app config
+# (``_base_config``) and in the environment, so workers started as subprocesses (rq, gunicorn) inherit it.
+# tests/test_security_input.py proves the default (no allow-list) refuses.
+TEST_OUTBOUND_ALLOW = "127.0.0.0/8,::1"
+os.environ["CRM_OUTBOUND_ALLOW"] = TEST_OUTBOUND_ALLOW
+
 PG_URL = database_url(Path("/nonexistent")) if os.environ.get("DATABASE_URL") else None
 IS_PG = bool(PG_URL and PG_URL.startswith("postgresql"))
 
@@ -76,6 +83,7 @@ def _base_config(tmp_path: Path, db_uri: str) -> dict:
         "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
         "REDIS_URL": redis_url_for_tests(),
         "SERVER_NAME": None,
+        "CRM_OUTBOUND_ALLOW": TEST_OUTBOUND_ALLOW,  # loopback receivers (see TEST_OUTBOUND_ALLOW)
     }
 
 

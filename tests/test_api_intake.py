@@ -25,8 +25,9 @@ LEAD = {
 
 
 @pytest.fixture
-def pool(make, manager):
-    return make.pool("新线索池", kind="lead", admins=[manager])
+def pool(make, manager, rep):
+    # The rep is a member: a token may post events only on customers its user may see.
+    return make.pool("新线索池", kind="lead", admins=[manager], members=[rep])
 
 
 @pytest.fixture
@@ -34,8 +35,14 @@ def leads_token(make, rep):
     return make.token(rep, "leads")
 
 
-def test_posting_a_lead_answers_201_with_the_new_id(api, leads_token, pool):
-    resp = api(leads_token).post("/api/v1/leads", json=LEAD)
+@pytest.fixture
+def write_token(make, rep):
+    """A ``write`` token (implies ``leads``): its answers carry the owner, pool and duplicates."""
+    return make.token(rep, "write")
+
+
+def test_posting_a_lead_answers_201_with_the_new_id(api, write_token, pool):
+    resp = api(write_token).post("/api/v1/leads", json=LEAD)
     assert resp.status_code == 201
     body = resp.json
     customer = db.session.get(Customer, body["id"])
@@ -48,9 +55,9 @@ def test_posting_a_lead_answers_201_with_the_new_id(api, leads_token, pool):
     )
 
 
-def test_posting_the_same_lead_again_answers_200_with_the_existing_customer(api, leads_token, pool):
-    first = api(leads_token).post("/api/v1/leads", json=LEAD).json
-    again = api(leads_token).post("/api/v1/leads", json={"contact_name": "陈", "phone": "13800138000"})
+def test_posting_the_same_lead_again_answers_200_with_the_existing_customer(api, write_token, pool):
+    first = api(write_token).post("/api/v1/leads", json=LEAD).json
+    again = api(write_token).post("/api/v1/leads", json={"contact_name": "陈", "phone": "13800138000"})
     assert again.status_code == 200
     assert again.json == again.json | {"id": first["id"], "status": "duplicate", "matched_on": "phone"}
     assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
@@ -103,6 +110,10 @@ def test_a_leads_only_token_feeds_leads_and_events_but_cannot_read(api, leads_to
     client = api(leads_token)
     created = client.post("/api/v1/leads", json=LEAD)
     assert created.status_code == 201
+    # It learns its lead's id and status, nothing about owners, pools or other customers.
+    assert set(created.json) == {"id", "status"}
+    again = client.post("/api/v1/leads", json=LEAD)
+    assert again.status_code == 200 and again.json == {"status": "duplicate"}
     event = client.post("/api/v1/events", json={"customer_id": created.json["id"], "type": "download"})
     assert event.status_code == 201
     me = client.get("/api/v1/me")
@@ -191,7 +202,7 @@ def test_the_openapi_document_lists_leads_and_events_with_the_leads_scope(client
     )
 
 
-def test_a_batch_of_leads_is_taken_in_one_call_with_a_result_each(api, leads_token, pool):
+def test_a_batch_of_leads_is_taken_in_one_call_with_a_result_each(api, write_token, pool):
     batch = [
         LEAD,
         {"name": "坏电话公司", "phone": "12345"},
@@ -199,7 +210,7 @@ def test_a_batch_of_leads_is_taken_in_one_call_with_a_result_each(api, leads_tok
         "not an object",
         {"name": "宁波远航物流有限公司", "email": "info@yh.cn"},
     ]
-    resp = api(leads_token).post("/api/v1/leads", json=batch)
+    resp = api(write_token).post("/api/v1/leads", json=batch)
     assert resp.status_code == 200
     results = resp.json["results"]
     assert [r["status"] for r in results] == ["created", "invalid", "duplicate", "invalid", "created"]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
-from crm.forms import LocalDateTimeField, choices
+from crm.forms import FlaskForm, LocalDateTimeField, choices
 from crm.models import Role
 
 ROLE_CHOICES = choices((r, _l(Role.LABELS[r])) for r in Role.ALL)

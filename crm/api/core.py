@@ -77,6 +77,13 @@ def _require_scope():
     raise ApiError(403, "insufficient_scope", _("此令牌没有 %(scope)s 权限。", scope=needed))
 
 
+def leads_only_token() -> bool:
+    """Whether the request comes with a token limited to ``leads`` (no read/write/admin): such a token
+    feeds leads and events but learns nothing about the customers already there."""
+    token = g.get("api_token")
+    return token is not None and not set(token.scopes.split()) & {"read", "write", "admin"}
+
+
 def json_body() -> dict:
     """The request's JSON object, or a 400 ``malformed_json`` error."""
     if not request.is_json:

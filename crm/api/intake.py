@@ -6,21 +6,22 @@ can feed leads and events but cannot read customers.
 
 from __future__ import annotations
 
-from flask import jsonify, request
+from flask import g, jsonify, request
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
 from crm import clock
 from crm.access import access
-from crm.api.core import ApiError, bp, doc, form_from_json, json_body
+from crm.api.core import ApiError, bp, doc, form_from_json, json_body, leads_only_token
 from crm.dbutil import insert_ignore
 from crm.extensions import db
 from crm.intake import normalize
 from crm.intake.forms import ApiLeadForm, EventForm
-from crm.intake.services import IntakeError, LeadData, intake, lead_pool, prepare
+from crm.intake.services import IntakeError, LeadData, check_utm, intake, lead_pool, prepare
 from crm.models import BehaviorEvent, Customer, Pool, Role
 from crm.permissions import visible_pool_ids
+from crm.scoring import events
 from crm.scoring import services as scoring
 
 
@@ -77,9 +78,10 @@ BATCH_MAX = 1000
 def _read_lead(payload: dict, now):
     """(pool or None, LeadData, Prepared) of one JSON lead; raises ApiError for malformed fields."""
     payload = dict(payload)
-    utm = payload.pop("utm", None)
-    if utm is not None and not isinstance(utm, dict):
-        raise ApiError(422, "invalid", _("utm 必须是对象。"), fields={"utm": [_("utm 必须是对象。")]})
+    try:
+        utm = check_utm(payload.pop("utm", None))
+    except ValueError as exc:
+        raise ApiError(422, "invalid", str(exc), fields={"utm": [str(exc)]}) from exc
     form = form_from_json(ApiLeadForm, payload)
     pool = None
     if form.pool_id.data:
@@ -93,13 +95,19 @@ def _read_lead(payload: dict, now):
             raise ApiError(403, "forbidden", _("你不能向「%(pool)s」提交线索。", pool=pool.name))
     values = form.lead_dict() | {k: getattr(form, k).data for k in
                                  ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")}  # fmt: skip
-    values["utm"] = {str(k): str(v) for k, v in (utm or {}).items() if v not in (None, "")}
+    values["utm"] = utm
     values["arrived_at"] = form.arrived_at.utc if form.arrived_at.data else None
     data = LeadData.from_dict(values)
     return pool, data, prepare(data)
 
 
 def _outcome_json(outcome) -> dict:
+    if leads_only_token():
+        # A leads-only token learns whether its lead was taken, not who owns which customer: no owner,
+        # pool or other customers' ids; a duplicate is not even given the existing customer's id.
+        if outcome.status == "duplicate":
+            return {"status": outcome.status}
+        return {"id": outcome.customer_id, "status": outcome.status}
     body = {
         "id": outcome.customer_id,
         "status": outcome.status,
@@ -210,6 +218,14 @@ def post_event():
             422, "invalid", _("事件时间不能晚于现在。"), fields={"at": [_("事件时间不能晚于现在。")]}
         )
     customer = _event_customer(form)
+    try:
+        recent = events.check_event_allowed(
+            db.session, g.get("api_token"), current_user, customer, form.type.data, at, now
+        )
+    except events.EventRefused as exc:
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+    if recent is not None:
+        return jsonify(id=recent.id, customer_id=customer.id, duplicate=True), 200
     data = {"url": form.url.data} if form.url.data else {}
     external_id = (form.external_id.data or "").strip() or None
     stmt = (

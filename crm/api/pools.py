@@ -206,8 +206,12 @@ def pools_customers(pool_id: int):
         limit = max(1, min(int(request.args.get("limit") or board_q.PAGE_SIZE), 100))
     except ValueError as exc:
         raise ApiError(400, "bad_request", "limit 必须是 1–100 的整数。") from exc
-    page = board_q.board_page(db.session, pool, filters, clock.now(), limit)
     masked = pool.mask_contacts and not is_pool_admin(db.session, me, pool)
+    try:
+        board_q.guard_phone_search(pool, me, filters, masked, clock.now())
+    except board_q.SearchBudgetSpent as exc:
+        raise ApiError(429, "search_budget_spent", exc.message) from exc
+    page = board_q.board_page(db.session, pool, filters, clock.now(), limit)
     return jsonify(
         items=[board_item_json(c, masked, page.last_owner_names.get(c.id)) for c in page.customers],
         next_cursor=page.next_cursor,

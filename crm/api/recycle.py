@@ -22,6 +22,7 @@ from crm import clock
 from crm.access import access
 from crm.api.core import ApiError, _form_value, bp, doc, form_from_json, get_or_404, json_body, jsonable
 from crm.extensions import db
+from crm.inputguard import year_arg
 from crm.models import Customer, ExtensionRequest, Role
 from crm.permissions import can_view_customer
 from crm.recycle import calendar, engine, services
@@ -348,8 +349,7 @@ def _holidays_json(rows) -> list[dict]:
 @doc("节假日日历 (含调休上班日)", query={"year": "只看某一年"}, scope="admin")
 def holidays_get():
     """The calendar working days are counted with."""
-    year = request.args.get("year", type=int)
-    return jsonify(holidays=_holidays_json(calendar.list_holidays(db.session, year)))
+    return jsonify(holidays=_holidays_json(calendar.list_holidays(db.session, year_arg())))
 
 
 @bp.route("/settings/holidays", methods=["PUT"])
@@ -381,7 +381,7 @@ def holidays_put():
 @doc("最近的回收运行记录", scope="admin")
 def sweep_runs():
     """When each sweep ran, as of which instant, how long, what it did, errors."""
-    rows = last_runs(db.session, min(request.args.get("limit", 50, type=int), 500))
+    rows = last_runs(db.session, max(1, min(request.args.get("limit", 50, type=int), 500)))
     return jsonify(
         runs=[
             jsonable(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
 from flask_babel.speaklater import LazyString
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, SelectMultipleField, StringField, widgets
 from wtforms.validators import DataRequired, EqualTo, Length
 
 from crm.auth.services import SCOPES
-from crm.forms import choices
+from crm.forms import FlaskForm, choices
 
 
 class LoginForm(FlaskForm):

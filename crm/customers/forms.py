@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -15,7 +14,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
-from crm.forms import choices
+from crm.forms import FlaskForm, choices
 from crm.models import CustomerKind
 
 KIND_LABELS = {CustomerKind.COMPANY: _l("企业"), CustomerKind.PERSON: _l("个人")}

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from crm.customers.keys import company_key, email_key, looks_like_phone, phone_key, wechat_key
 from crm.dbutil import insert_ignore
+from crm.inputguard import parse_id
 from crm.models import Activity, Contact, Customer, Role, Tag, User, customer_tags
 from crm.permissions import can_edit_customer, managed_user_ids
 
@@ -75,8 +76,7 @@ class ListFilters:
             return str(args.get(name) or "").strip()[:limit]
 
         def number(name: str) -> int | None:
-            value = text(name, 12)
-            return int(value) if value.isdigit() else None
+            return parse_id(text(name, 12))
 
         grade = text("grade", 1).upper()
         sort = text("sort", 12)
@@ -85,7 +85,7 @@ class ListFilters:
             q=text("q", 80),
             grade=grade if grade in ("A", "B", "C") else "",
             stage_id=number("stage"),
-            owner=owner if owner.isdigit() else "",
+            owner=owner if parse_id(owner) else "",
             tag_id=number("tag"),
             region=text("region"),
             sort=sort if sort in SORTS else "score",

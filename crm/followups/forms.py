@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, HiddenField, IntegerField, RadioField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from crm import clock
-from crm.forms import LocalDateTimeField, choices
+from crm.forms import FlaskForm, LocalDateTimeField, choices
 from crm.models import Channel
 from crm.reminders.services import MAX_AHEAD
 

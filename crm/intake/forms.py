@@ -5,7 +5,6 @@ the form, the API and the import refuse the same things with the same words."""
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
@@ -19,7 +18,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from crm.forms import LocalDateTimeField, choices
+from crm.forms import FlaskForm, LocalDateTimeField, choices
 from crm.scoring.config import EVENT_TYPES
 
 JOB_LEVELS = ["决策层", "总监", "经理", "员工"]

@@ -19,6 +19,7 @@ posted at once give one customer and one duplicate.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from crm import signals
 from crm.dbutil import is_postgres
+from crm.inputguard import clean_line, clean_text
 from crm.intake import (
     config,
     grams,  # noqa: F401 (installs the key/gram sync hooks)
@@ -82,6 +84,38 @@ class IntakeError(ValueError):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+UTM_MAX_KEYS, UTM_MAX_KEY, UTM_MAX_VALUE, UTM_MAX_BYTES = 20, 40, 200, 2048
+
+
+def check_utm(utm: object) -> dict[str, str]:
+    """A lead's ``utm`` object as posted: at most 20 keys of ≤ 40 characters, scalar values of
+    ≤ 200 characters (numbers become text), ≤ 2 KB in all. ``ValueError`` with a clear message otherwise;
+    control characters are dropped (the values are shown on the customer page)."""
+    if utm is None:
+        return {}
+    if not isinstance(utm, dict):
+        raise ValueError(_("utm 必须是对象。"))
+    if len(utm) > UTM_MAX_KEYS:
+        raise ValueError(_("utm 最多 %(n)s 个键。", n=UTM_MAX_KEYS))
+    out: dict[str, str] = {}
+    for key, value in utm.items():
+        key = clean_line(str(key)).strip()
+        if not key or len(key) > UTM_MAX_KEY:
+            raise ValueError(_("utm 的键不能为空,且不超过 %(n)s 个字符。", n=UTM_MAX_KEY))
+        if value is None or value == "":
+            continue
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise ValueError(_("utm 的值必须是文本: %(key)s", key=key))
+        text = clean_line(str(value)).strip()
+        if len(text) > UTM_MAX_VALUE:
+            raise ValueError(_("utm 的值不能超过 %(n)s 个字符: %(key)s", n=UTM_MAX_VALUE, key=key))
+        if text:
+            out[key] = text
+    if len(json.dumps(out, ensure_ascii=False).encode()) > UTM_MAX_BYTES:
+        raise ValueError(_("utm 总长度不能超过 %(n)s KB。", n=UTM_MAX_BYTES // 1024))
+    return out
 
 
 @dataclass
@@ -506,7 +540,8 @@ def _new_customer(
     d = p.data
 
     def clean(value: str) -> str | None:
-        value = normalize.fold(value)
+        # Single-line: imported cells and API values may carry line breaks and control characters.
+        value = clean_line(normalize.fold(value)).strip()
         return value or None
 
     arrived = d.arrived_at if d.arrived_at is not None and d.arrived_at <= now else now
@@ -517,7 +552,7 @@ def _new_customer(
         phone=clean(d.phone), phone_key=p.keys.phone_key, email=clean(d.email), email_key=p.keys.email_key,
         wechat=clean(d.wechat), wechat_key=p.keys.wechat_key, address=clean(d.address),
         region=clean(d.region), industry=clean(d.industry), company_size=p.company_size,
-        notes=(d.notes or "").strip() or None, source=source, channel=clean(d.channel),
+        notes=clean_text(d.notes or "").strip() or None, source=source, channel=clean(d.channel),
         campaign=clean(d.campaign), utm=dict(d.utm or {}), arrived_at=arrived, score=0, grade="C",
         score_breakdown={}, scored_at=None, win_probability=None, is_hot=False, stage_id=stage_id,
         last_stage_change_at=now if stage_id else None, owner_id=None, pool_id=pool.id, holding_no=0,

@@ -7,7 +7,6 @@ checked by ``crm.pipeline.services.change_stage`` itself, the one gate for web a
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
@@ -19,7 +18,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from crm.forms import choices
+from crm.forms import FlaskForm, choices
 from crm.models import StageKind, StageRequirement
 from crm.pipeline.services import OpportunityInput
 

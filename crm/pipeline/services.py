@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from crm import clock, signals
 from crm.dbutil import prebuilt
 from crm.followups import services as followups
+from crm.inputguard import parse_id
 from crm.models import (
     Activity,
     Contact,
@@ -129,7 +130,8 @@ def find_stage(session: Session, value: int | str | None) -> Stage:
     """A stage by id or by name (the API accepts both); refused when unknown or deactivated."""
     stage = None
     if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
-        stage = session.get(Stage, int(value))
+        stage_id = parse_id(value)
+        stage = session.get(Stage, stage_id) if stage_id else None
     elif isinstance(value, str) and value.strip():
         stage = session.scalar(select(Stage).where(Stage.name == value.strip()))
     if stage is None:

@@ -5,25 +5,35 @@ Shown: unowned, not merged, and already released (``visible_from`` empty or past
 the rest until their release time). Search: a phone number matches the normalised ``phone_key`` of the
 customer or one of its contacts exactly (a partial number would let anyone probe masked contacts);
 anything else matches the company name.
+
+In a pool that masks contacts, a search by phone answers whether that number is there: a rep could
+recover a masked ``158****9378`` by trying the 10,000 candidates. So such searches by anyone who sees the
+pool masked are budgeted per user and day (``MASKED_PHONE_SEARCHES_PER_DAY``, default 20: days of guessing
+for one number) and each is recorded (``RateLimitHit`` rows: who, which pool, what); the pool's admins and
+admins see the numbers anyway and are not counted.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import NamedTuple
 
 from flask import current_app
+from flask_babel import gettext as _
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from crm import clock
+from crm import clock, ratelimit
+from crm.customers.keys import looks_like_phone
 from crm.customers.services import search_condition
+from crm.inputguard import parse_id
 from crm.models import Customer, Pool, Tag, User, customer_tags
 
 PAGE_SIZE = 30
+MASKED_PHONE_SEARCHES_PER_DAY = 20
 GRADES = ("A", "B", "C")
 OPTIONS_TTL_SECONDS = 300
 
@@ -55,7 +65,7 @@ class BoardFilters:
             region=text("region"),
             industry=text("industry"),
             grade=grade if grade in GRADES else "",
-            tag_id=int(tag) if tag.isdigit() else None,
+            tag_id=parse_id(tag),
             source=text("source"),
             new_today=str(args.get("new") or "").lower() in ("1", "true", "y", "on"),
             cursor=parse_cursor(text("cursor", 40)),
@@ -77,6 +87,31 @@ class BoardFilters:
     @property
     def active(self) -> bool:
         return bool(self.query_args())
+
+
+class SearchBudgetSpent(Exception):
+    """The user's phone searches in masked pools are used up for today."""
+
+    def __init__(self, limit: int):
+        super().__init__(
+            _(
+                "今天在隐藏号码的公海里按电话号码搜索的次数已用完(每天 %(n)s 次),请明天再试,"
+                "或请公海管理员协助查找。",
+                n=limit,
+            )
+        )
+        self.message = str(self)
+
+
+def guard_phone_search(pool: Pool, user: User, filters: BoardFilters, masked: bool, now: datetime) -> None:
+    """Count a phone-number search in a pool ``user`` sees masked; ``SearchBudgetSpent`` past the day's
+    budget (the search is then not run). Other searches, and unmasked viewers, pass untouched."""
+    if not masked or not filters.q or not looks_like_phone(filters.q):
+        return
+    limit = int(current_app.config.get("MASKED_PHONE_SEARCHES_PER_DAY", MASKED_PHONE_SEARCHES_PER_DAY))
+    detail = f"pool={pool.id} q={filters.q}"
+    if not ratelimit.hit(f"masked-phone-search:{user.id}", timedelta(days=1), limit, now, detail):
+        raise SearchBudgetSpent(limit)
 
 
 def parse_cursor(text: str | None) -> tuple[int, int] | None:

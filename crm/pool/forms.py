@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     IntegerField,
@@ -16,7 +15,7 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from crm.forms import choices
+from crm.forms import FlaskForm, choices
 from crm.models import AssignStrategy, PrevOwnerRule
 from crm.pool.manage import POOL_KINDS, PREV_OWNER_LABELS, STRATEGY_LABELS, parse_times
 

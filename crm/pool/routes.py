@@ -222,6 +222,12 @@ def board(pool_id: int):
     """The pool board: claimable customers, best score first; filters, search and "load more" (htmx)."""
     pool, rights = _viewable_pool_or_404(pool_id)
     filters = board_q.BoardFilters.from_args(request.args)
+    try:
+        board_q.guard_phone_search(
+            pool, _me(), filters, pool.mask_contacts and not rights.pool_admin, clock.now()
+        )
+    except board_q.SearchBudgetSpent as exc:
+        abort(429, exc.message)
     ctx = _board_context(pool, filters, rights)
     if filters.cursor is not None and is_htmx():
         return render("pool/board.html", "board_more", **ctx)

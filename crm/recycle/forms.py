@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
-    Form,
     FormField,
     HiddenField,
     IntegerField,
@@ -20,7 +18,7 @@ from wtforms.fields import FieldList
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from crm.forms import choices
+from crm.forms import FlaskForm, Form, choices
 from crm.models import CustomerKind, RuleKind
 from crm.recycle.engine import RuleDef
 

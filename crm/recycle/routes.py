@@ -19,6 +19,7 @@ from crm import clock, hooks
 from crm.access import access
 from crm.extensions import db
 from crm.htmx import redirect_htmx, render, toast, trigger
+from crm.inputguard import year_arg
 from crm.models import Customer, Pool, Role, Stage, StageKind
 from crm.permissions import can_view_customer
 from crm.recycle import calendar, engine, services
@@ -146,7 +147,7 @@ def rules_preview(pool_id: int):
 @access(Role.ADMIN)
 def holidays():
     """节假日日历: the year's holidays and 调休 workdays; replace a year from a pasted list."""
-    year = request.args.get("year", type=int) or clock.local_today().year
+    year = year_arg() or clock.local_today().year
     form = HolidayFileForm()
     errors: list = []
     status = 200

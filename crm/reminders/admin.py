@@ -14,6 +14,7 @@ from crm.access import access
 from crm.extensions import db
 from crm.forms import choices
 from crm.htmx import is_htmx, render, render_fragment, toast
+from crm.inputguard import parse_id
 from crm.models import ReminderDelivery, Role, Team, WebhookEndpoint
 from crm.reminders import channels, dispatch, endpoints
 from crm.reminders import settings as rsettings
@@ -405,7 +406,7 @@ def admin_retry():
     if request.form.get("all"):
         count = dispatch.retry_matching(db.session, filters, clock.now())
     else:
-        ids = [int(v) for v in request.form.getlist("id") if v.isdigit()]
+        ids = [i for i in map(parse_id, request.form.getlist("id")) if i]
         if not ids:
             abort(400)
         count = dispatch.retry(db.session, ids, clock.now())

@@ -1,18 +1,25 @@
 """Delivery channels: email (SMTP), DingTalk robot (signed secret), WeCom robot and a generic JSON webhook.
 
-Each sender takes a ``Message`` and raises ``SendError`` with a readable reason on failure. HTTP uses
-keep-alive connections per host for the length of a batch (``HttpPool``); SMTP one connection per batch.
-Webhook URLs are validated when saved: https only, and the robot's own host where a robot is chosen.
+Each sender takes a ``Message`` and raises ``SendError`` with a readable reason on failure — for that one
+message (a message that cannot be built never stops the batch). HTTP uses keep-alive connections per host
+for the length of a batch (``HttpPool``), only to public addresses (``crm.netguard``), with one generic
+error whatever the network said; SMTP one connection per batch. Webhook URLs are validated when saved:
+https only, the robot's own host where a robot is chosen, no internal address. Email header values are
+single lines (``header_value``); robot markdown escapes every interpolated value (``md_escape``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import email.errors
+import email.policy
 import hashlib
 import hmac
 import http.client
 import json
+import logging
+import re
 import smtplib
 import socket
 import ssl
@@ -23,6 +30,11 @@ from email.message import EmailMessage
 from email.utils import formataddr, formatdate
 
 from flask_babel import gettext as _
+
+from crm import netguard
+from crm.inputguard import clean_line, clean_text
+
+log = logging.getLogger(__name__)
 
 DINGTALK_HOST = "oapi.dingtalk.com"
 WECOM_HOST = "qyapi.weixin.qq.com"
@@ -76,16 +88,48 @@ class Message:
             lines.append(self.link)
         return lines
 
+    def markdown_lines(self) -> list[str]:
+        """``text_lines`` for robots' markdown: every interpolated value escaped (a customer named
+        ``[点此登录](https://…)`` stays text), each value on its own line; the app's own link as is."""
+        lines = [md_escape(self.title)]
+        if self.customer_name:
+            lines.append(_("客户: %(name)s", name=md_escape(self.customer_name)))
+        lines.append(_("时间: %(when)s", when=md_escape(self.due_local)))
+        if self.body and self.body != self.title:
+            lines.extend(md_escape(line) for line in clean_text(self.body).split("\n") if line.strip())
+        if self.link:
+            lines.append(clean_line(self.link).replace(" ", "%20"))
+        return lines
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|<>~])")
+_MD_LINE_START = re.compile(r"^(\s*)(-|\d+\.)")
+
+
+def md_escape(value: object) -> str:
+    """One line of text that markdown renders literally: control characters and line breaks removed,
+    markdown punctuation backslash-escaped (links, images, emphasis, headings, HTML, tables, lists)."""
+    text = _MD_SPECIAL.sub(r"\\\1", clean_line(str(value or "")).strip())
+    return _MD_LINE_START.sub(r"\1\\\2", text)
+
 
 # ---------------------------------------------------------------- URL validation
 
 
-def validate_webhook_url(kind: str, url: str, *, allow_local_http: bool = False) -> str:
+def unreachable_message() -> str:
+    """The one answer an admin gets for a refused address (the reason goes to the log)."""
+    return _("无法连接该地址:只能发送到公网地址(内网地址需由管理员在服务器配置 CRM_OUTBOUND_ALLOW 中放行)。")
+
+
+def validate_webhook_url(
+    kind: str, url: str, *, allow_local_http: bool = False, policy: netguard.Policy | None = None
+) -> str:
     """A clean URL or ``ValueError`` with a clear Chinese message.
 
     https only (``allow_local_http`` admits http://127.0.0.1 / localhost for development and tests);
     DingTalk must be ``https://oapi.dingtalk.com/robot/send?access_token=…`` and WeCom
-    ``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…``.
+    ``https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…``. A host that is a loopback, private or
+    otherwise non-public address is refused (``netguard``; ``CRM_OUTBOUND_ALLOW`` lists exceptions).
     """
     url = (url or "").strip()
     if kind not in WEBHOOK_KINDS:
@@ -94,12 +138,23 @@ def validate_webhook_url(kind: str, url: str, *, allow_local_http: bool = False)
         raise ValueError(_("请填写 Webhook 地址。"))
     if len(url) > 500:
         raise ValueError(_("Webhook 地址不能超过 500 个字符。"))
-    parts = urllib.parse.urlsplit(url)
+    if url != clean_line(url) or " " in url:
+        raise ValueError(_("Webhook 地址不能包含空格或控制字符。"))
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port out of range)
+    except ValueError as exc:
+        raise ValueError(_("Webhook 地址格式不正确。")) from exc
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
     if parts.scheme != "https" and not (allow_local_http and parts.scheme == "http" and local):
         raise ValueError(_("Webhook 地址必须以 https:// 开头(明文 http 会泄露提醒内容)。"))
     if not parts.hostname:
         raise ValueError(_("Webhook 地址缺少主机名。"))
+    try:
+        netguard.check_host(parts.hostname, policy or netguard.current_policy())
+    except netguard.Refused as exc:
+        log.warning("webhook URL refused: %s", exc)
+        raise ValueError(unreachable_message()) from exc
     query = urllib.parse.parse_qs(parts.query)
     if kind == "dingtalk":
         if parts.hostname != DINGTALK_HOST:
@@ -141,21 +196,51 @@ def _ssl_context() -> ssl.SSLContext:
     return _SSL_CONTEXT
 
 
-class HttpPool:
-    """Keep-alive HTTP(S) connections per (scheme, host, port) for one batch of deliveries."""
+class _GuardedHTTPConnection(http.client.HTTPConnection):
+    """Connects only to an address ``netguard`` allows (resolved once, peer checked)."""
 
-    def __init__(self, timeout: float = HTTP_TIMEOUT):
+    def __init__(self, host: str, port: int | None, *, timeout: float, policy: netguard.Policy):
+        super().__init__(host, port, timeout=timeout)
+        self.policy = policy
+
+    def connect(self) -> None:
+        self.sock = netguard.connect(self.host, self.port, self.timeout, self.policy)
+
+
+class _GuardedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to an address ``netguard`` allows; the certificate is verified against the host name."""
+
+    def __init__(self, host: str, port: int | None, *, timeout: float, policy: netguard.Policy):
+        super().__init__(host, port, timeout=timeout, context=_ssl_context())
+        self.policy = policy
+
+    def connect(self) -> None:
+        sock = netguard.connect(self.host, self.port, self.timeout, self.policy)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class HttpPool:
+    """Keep-alive HTTP(S) connections per (scheme, host, port) for one batch of deliveries.
+
+    Every connection goes through ``netguard`` with the policy read when the pool is made."""
+
+    def __init__(self, timeout: float = HTTP_TIMEOUT, policy: netguard.Policy | None = None):
         self.timeout = timeout
+        self.policy = policy or netguard.current_policy()
         self._conns: dict[tuple, http.client.HTTPConnection] = {}
 
     def _conn(self, scheme: str, host: str, port: int | None) -> http.client.HTTPConnection:
         key = (scheme, host, port)
         conn = self._conns.get(key)
         if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=_ssl_context())
-            else:
-                conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            if scheme not in ("http", "https") or not host:
+                raise netguard.Refused(f"unsupported URL {scheme}://{host}")
+            cls = _GuardedHTTPSConnection if scheme == "https" else _GuardedHTTPConnection
+            conn = cls(host, port, timeout=self.timeout, policy=self.policy)
             conn.connect()
             # http.client writes headers and body separately: without TCP_NODELAY, Nagle's algorithm and
             # delayed ACKs hold every request back by milliseconds on a keep-alive connection.
@@ -169,17 +254,21 @@ class HttpPool:
         A reused connection the server has closed meanwhile is retried once on a fresh connection;
         that failure happens before the server read the request, so it cannot send twice.
         """
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise SendError(_("Webhook 地址格式不正确。"), connection=True) from exc
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
         body = json.dumps(payload, ensure_ascii=False).encode()
         hdrs = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT} | (headers or {})
-        key = (parts.scheme, parts.hostname, parts.port)
+        key = (parts.scheme, parts.hostname, port)
         for attempt in (1, 2):
             reused = key in self._conns
             try:
-                conn = self._conn(parts.scheme, parts.hostname, parts.port)
+                conn = self._conn(parts.scheme, parts.hostname, port)
                 conn.request("POST", path, body=body, headers=hdrs)
                 response = conn.getresponse()
                 data = response.read()
@@ -190,17 +279,13 @@ class HttpPool:
                 self._drop(key)
                 if reused and attempt == 1:
                     continue
-                raise SendError(
-                    _("连接 %(host)s 失败: %(err)s", host=parts.hostname, err=exc), connection=True
-                ) from exc
-            except (OSError, http.client.HTTPException) as exc:
+                raise _unreachable(parts.hostname, port, exc) from exc
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                # One answer whatever went wrong (refused, TLS, timeout, non-public address): the
+                # difference would let an admin map ports; the details go to the log.
                 self._drop(key)
-                if isinstance(exc, socket.timeout | TimeoutError):
-                    raise SendError(_("连接 %(host)s 超时。", host=parts.hostname), connection=True) from exc
-                raise SendError(
-                    _("连接 %(host)s 失败: %(err)s", host=parts.hostname, err=exc), connection=True
-                ) from exc
-        raise SendError(_("连接 %(host)s 失败。", host=parts.hostname), connection=True)
+                raise _unreachable(parts.hostname, port, exc) from exc
+        raise _unreachable(parts.hostname, port, None)
 
     def _drop(self, key) -> None:
         conn = self._conns.pop(key, None)
@@ -210,6 +295,11 @@ class HttpPool:
     def close(self) -> None:
         for key in list(self._conns):
             self._drop(key)
+
+
+def _unreachable(host: str | None, port: int | None, exc: BaseException | None) -> SendError:
+    log.warning("outbound connection to %s:%s failed: %r", host, port, exc)
+    return SendError(_("无法连接该地址 (%(host)s),请检查地址后重试。", host=host), connection=True)
 
 
 def _robot_result(status: int, data: bytes, label: str) -> None:
@@ -231,22 +321,25 @@ def _robot_result(status: int, data: bytes, label: str) -> None:
 
 
 def send_dingtalk(pool: HttpPool, url: str, secret: str | None, message: Message) -> None:
-    """DingTalk group robot, markdown with an @ of the rep's phone when known."""
-    text = "\n\n".join([f"#### {message.title}"] + [line for line in message.text_lines()[1:]])
-    at = {"atMobiles": [message.user_phone] if message.user_phone else [], "isAtAll": False}
-    if message.user_phone:
-        text += f"\n\n@{message.user_phone}"
-    payload = {"msgtype": "markdown", "markdown": {"title": message.title[:60], "text": text}, "at": at}
+    """DingTalk group robot, markdown (values escaped) with an @ of the rep's phone when known."""
+    lines = message.markdown_lines()
+    text = "\n\n".join([f"#### {lines[0]}"] + lines[1:])
+    phone = "".join(ch for ch in message.user_phone or "" if ch.isdigit() or ch == "+")
+    at = {"atMobiles": [phone] if phone else [], "isAtAll": False}
+    if phone:
+        text += f"\n\n@{phone}"
+    title = clean_line(message.title).strip()[:60]
+    payload = {"msgtype": "markdown", "markdown": {"title": title, "text": text}, "at": at}
     target = dingtalk_signed_url(url, secret) if secret else url
     status, data = pool.post_json(target, payload)
     _robot_result(status, data, _("钉钉"))
 
 
 def send_wecom(pool: HttpPool, url: str, message: Message) -> None:
-    """WeCom group robot, markdown."""
-    lines = message.text_lines()
+    """WeCom group robot, markdown (values escaped)."""
+    lines = message.markdown_lines()
     content = f"**{lines[0]}**\n" + "\n".join(f"> {line}" for line in lines[1:])
-    content += "\n" + _("提醒对象: %(name)s", name=message.user_name)
+    content += "\n" + _("提醒对象: %(name)s", name=md_escape(message.user_name))
     status, data = pool.post_json(url, {"msgtype": "markdown", "markdown": {"content": content[:4000]}})
     _robot_result(status, data, _("企业微信"))
 
@@ -349,29 +442,55 @@ class SmtpSession:
                 _("SMTP 服务器不支持所选的加密或认证方式: %(err)s", err=exc), connection=True
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
+            # One answer for refused, timed out or not speaking SMTP/TLS: the difference would map ports.
+            log.warning("SMTP connection to %s:%s failed: %r", cfg.host, cfg.port, exc)
             raise SendError(
-                _("连接 SMTP 服务器 %(host)s:%(port)s 失败: %(err)s", host=cfg.host, port=cfg.port, err=exc),
+                _(
+                    "无法连接 SMTP 服务器 %(host)s:%(port)s,请检查地址、端口和加密方式。",
+                    host=cfg.host,
+                    port=cfg.port,
+                ),
                 connection=True,
             ) from exc
         return smtp
 
+    def build(self, to_addr: str, subject: str, text: str, message_id: str | None = None) -> EmailMessage:
+        """The message with every header value on one clean line (a title carrying ``\\r\\nBcc: …``
+        becomes part of the subject, not a header). ``SendError`` for this message alone if it still
+        cannot be built (e.g. an address that is not one)."""
+        cfg = self.config
+        to_addr = header_value(to_addr)
+        if not _ADDRESS.fullmatch(to_addr):
+            raise SendError(_("收件人地址无效: %(to)s", to=to_addr[:100]))
+        try:
+            msg = EmailMessage(policy=email.policy.SMTP)
+            msg["Subject"] = header_value(subject)[:250]
+            from_addr = header_value(cfg.from_addr)
+            from_name = header_value(cfg.from_name)
+            msg["From"] = formataddr((from_name, from_addr)) if from_name else from_addr
+            msg["To"] = to_addr
+            msg["Date"] = formatdate(localtime=False)
+            if message_id:
+                # Stable per reminder round: a repeat after a crash is recognisable as the same message.
+                msg["Message-ID"] = header_value(message_id)
+            msg.set_content(clean_text(text))
+            msg.as_bytes()  # header folding/encoding errors surface here, for this message only
+        except (ValueError, TypeError, email.errors.MessageError) as exc:
+            log.warning("email to %s cannot be built: %r", to_addr, exc)
+            raise SendError(_("邮件内容无法发送: %(err)s", err=type(exc).__name__)) from exc
+        return msg
+
     def send(self, to_addr: str, subject: str, text: str, message_id: str | None = None) -> None:
+        msg = self.build(to_addr, subject, text, message_id)
         if self._smtp is None:
             self._smtp = self._open()
-        cfg = self.config
-        msg = EmailMessage()
-        msg["Subject"] = subject
-        msg["From"] = formataddr((cfg.from_name, cfg.from_addr)) if cfg.from_name else cfg.from_addr
-        msg["To"] = to_addr
-        msg["Date"] = formatdate(localtime=False)
-        if message_id:
-            # Stable per reminder round: a repeat after a crash is recognisable as the same message.
-            msg["Message-ID"] = message_id
-        msg.set_content(text)
         try:
             self._smtp.send_message(msg)
         except smtplib.SMTPRecipientsRefused as exc:
-            raise SendError(_("收件人被拒绝: %(to)s", to=to_addr)) from exc
+            raise SendError(_("收件人被拒绝: %(to)s", to=msg["To"])) from exc
+        except (smtplib.SMTPNotSupportedError, UnicodeError) as exc:
+            # This message needs what the server lacks (e.g. SMTPUTF8 for a non-ASCII address).
+            raise SendError(_("SMTP 服务器无法发送这封邮件: %(err)s", err=exc)) from exc
         except (OSError, smtplib.SMTPException) as exc:
             self.close()
             raise SendError(_("发送邮件失败: %(err)s", err=exc), connection=True) from exc
@@ -381,6 +500,14 @@ class SmtpSession:
             with contextlib.suppress(OSError, smtplib.SMTPException):
                 self._smtp.quit()
             self._smtp = None
+
+
+_ADDRESS = re.compile(r"[^@\s<>,;\"()\[\]\\]+@[^@\s<>,;\"()\[\]\\]+")
+
+
+def header_value(value: object) -> str:
+    """A header value on one line: control characters (CR, LF, NUL, …) become spaces, runs collapse."""
+    return " ".join(clean_line(str(value or "")).split())
 
 
 def _decode(value) -> str:

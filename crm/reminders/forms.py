@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -18,7 +17,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional, Regexp
 
 from crm.followups.forms import TimeField, future_time
-from crm.forms import choices
+from crm.forms import FlaskForm, choices
 
 from .channels import KIND_LABELS
 from .services import CHANNEL_LABELS, CHANNELS

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from crm import clock, signals
 from crm.dbutil import insert_ignore, prebuilt
+from crm.inputguard import parse_id
 from crm.models import Customer, FollowUp, Reminder, ReminderKind, ReminderStatus, Role, User
 from crm.permissions import manages
 from crm.reminders import settings as _sections  # noqa: F401  (registers the settings sections)
@@ -178,6 +179,7 @@ def close_for_followup(
 
 def answerable(session: Session, user: User, customer: Customer, reminder_id: int | None) -> Reminder | None:
     """The reminder a follow-up answers, if the user may act on it and it is about this customer."""
+    reminder_id = parse_id(reminder_id)
     if not reminder_id:
         return None
     reminder = session.get(Reminder, reminder_id)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crm import clock
+from crm.inputguard import parse_id
 from crm.models import Pool, Role, Team, User
 from crm.permissions import team_member_ids
 
@@ -87,11 +88,10 @@ def _parse_date(value: str, label: str, errors: dict, key: str) -> date | None:
 def _parse_id(value: str | None, label: str, errors: dict, key: str) -> int | None:
     if value in (None, "", "all"):
         return None
-    try:
-        return int(value)
-    except ValueError:
+    parsed = parse_id(value)
+    if parsed is None:
         errors[key] = _("未知的%(f)s。", f=label)
-        return None
+    return parsed
 
 
 def parse_filter(session: Session, args: dict, viewer: User, now: datetime) -> ReportFilter:

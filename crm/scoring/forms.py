@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, FloatField, IntegerField, TextAreaField
 from wtforms.validators import InputRequired
 
+from crm.forms import FlaskForm
 from crm.scoring.config import DIMENSIONS, EVENT_TYPES, MAPS
 
 NEED = [InputRequired(_l("请填写。"))]
