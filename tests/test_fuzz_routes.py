@@ -235,7 +235,9 @@ class Fuzzer:
             self.failures.append(f"{role} {method} {url[:120]} [{what}]: {type(exc).__name__}: {exc}"[:400])
             db.session.rollback()
             return
-        if response.status_code >= 500:
+        if response.status_code == 503 and url.startswith("/readyz"):
+            pass  # not ready by design here: the test schema is built without the migrations
+        elif response.status_code >= 500:
             self.failures.append(
                 f"{role} {method} {url[:100]} [{what}]: HTTP {response.status_code} {self.errors.last}"
             )
