@@ -192,10 +192,13 @@ def customers_claim(customer_id: int):
 @doc("退回公海 (原因 + 交接说明,均必填)", body=ReleaseForm, scope="write", responses=REFUSALS)
 def customers_release(customer_id: int):
     """Put an owned customer back into its pool. ``reason`` must be one of the configured release reasons
-    (``GET /settings/pool`` → ``release_reasons``); ``note`` 5–1000 characters. The day's claim count is not
-    refunded."""
-    form = form_from_json(ReleaseForm, json_body())
+    (``GET /settings/pool`` → ``release_reasons``); ``note`` 2–1000 characters. The day's claim count is not
+    refunded. Permission is checked before the body (403 before 422)."""
     me = _me()
+    refusal = services.release_refusal(db.session, me, _customer(customer_id))
+    if refusal is not None:
+        raise refusal_error(refusal)
+    form = form_from_json(ReleaseForm, json_body())
     try:
         customer = services.release(
             db.session, customer_id, me, form.reason.data, form.note.data, clock.now()
@@ -211,9 +214,13 @@ def customers_release(customer_id: int):
 def customers_assign(customer_id: int):
     """Assign a pool customer (managers, admins, the pool's admins) or transfer an owned one (the owner's
     manager, admins) to ``user_id``. The receiver's holding cap holds (422 holding_cap) unless
-    ``override_cap`` is true and the caller is a manager or admin; the override is ledgered."""
-    form = form_from_json(AssignForm, json_body())
+    ``override_cap`` is true and the caller is a manager or admin; the override is ledgered. Permission
+    on the customer is checked before the body (403 before 422)."""
     me = _me()
+    refusal = services.assign_refusal(db.session, me, _customer(customer_id))
+    if refusal is not None:
+        raise refusal_error(refusal)
+    form = form_from_json(AssignForm, json_body())
     receiver = db.session.get(User, form.user_id.data)
     try:
         result = services.assign(

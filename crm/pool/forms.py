@@ -54,7 +54,7 @@ class ReleaseForm(FlaskForm):
         _l("交接说明"),
         validators=[
             DataRequired(_l("请填写交接说明,方便下一位同事跟进。")),
-            Length(min=5, max=1000, message=_l("交接说明需 5–1000 字。")),
+            Length(min=2, max=1000, message=_l("交接说明需 2–1000 字。")),
         ],
         description=_l("客户情况、已沟通内容、下一步建议(必填)"),
     )

@@ -387,12 +387,13 @@ def assign(customer_id: int):
             return toast(make_response("", 204), message, "error")
         flash(message, "error")
         return redirect(customer_url(customer))
+    if not allowed:
+        # Permission before the body: the refusal names why (another team's customer, not a pool admin).
+        refusal = services.assign_refusal(db.session, me, customer)
+        abort(403, refusal.message if refusal is not None else message)
     form = AssignForm()
     error = None
-    # Input is checked before rights so a malformed post gets its 422 whoever sends it.
     if form.validate_on_submit():
-        if not allowed:
-            abort(403, message)
         receiver = db.session.get(User, form.user_id.data)
         try:
             result = services.assign(

@@ -58,7 +58,7 @@ DEFAULT_RELEASE_REASONS = [
     "信息有误",
     "其他",
 ]
-NOTE_MIN_CHARS = 5
+NOTE_MIN_CHARS = 2  # any non-blank note of two characters or more (电话空号)
 NOTE_MAX_CHARS = 1000
 # One request may assign at most this many customers (departures move everything, without this limit).
 MAX_BULK = 500
@@ -676,10 +676,9 @@ def release(
     try:
         lock_user(session, actor.id)
         customer = _get_customer(session, customer_id)
-        if customer.owner_id is None:
-            raise PoolRefusal("not_owner", _("该客户已在公海中。"))
-        if customer.owner_id != actor.id and not manages(session, actor, customer.owner_id):
-            raise PoolRefusal("forbidden", _("只有负责人或其主管可以退回该客户。"))
+        refusal = release_refusal(session, actor, customer)
+        if refusal is not None:
+            raise refusal
         reason, note = check_release_input(session, reason, note)
         rows = _lock_rows(session, [customer_id])
         if customer.pool_id is None:
@@ -837,6 +836,35 @@ class _Rights:
         return self._receive[pool_id]
 
 
+def transfer_refusal(actor: User) -> PoolRefusal:
+    """Why ``actor`` may not move someone else's customer: a rep transfers nothing (even within their own
+    team); a manager only within the team they manage."""
+    if actor.role == Role.MANAGER:
+        return PoolRefusal("forbidden", _("你不能转移其他团队的客户。"))
+    return PoolRefusal("forbidden", _("只有负责人的主管或管理员可以转移客户。"))
+
+
+def assign_refusal(session: Session, actor: User, customer: Customer) -> PoolRefusal | None:
+    """The refusal of assigning / transferring ``customer`` whoever the receiver, checked before the body
+    is read (permission first): None when ``actor`` may move it."""
+    if customer.owner_id is None:
+        if customer.pool_id is not None and can_assign_from_pool(session, actor, customer.pool_id):
+            return None
+        return PoolRefusal("forbidden", _("你不是该客户所在公海的管理员,不能分配。"))
+    if manages(session, actor, customer.owner_id):
+        return None
+    return transfer_refusal(actor)
+
+
+def release_refusal(session: Session, actor: User, customer: Customer) -> PoolRefusal | None:
+    """The refusal of releasing ``customer`` by ``actor`` (checked before the reason and note are read)."""
+    if customer.owner_id is None:
+        return PoolRefusal("not_owner", _("该客户已在公海中。"))
+    if customer.owner_id != actor.id and not manages(session, actor, customer.owner_id):
+        return PoolRefusal("forbidden", _("只有负责人或其主管可以退回该客户。"))
+    return None
+
+
 def assign(
     session: Session,
     customer_ids: Iterable[int],
@@ -877,7 +905,7 @@ def assign(
             elif row.owner_id is None and (row.pool_id is None or not rights.assigns_from(row.pool_id)):
                 refused[cid] = PoolRefusal("forbidden", _("你不是该客户所在公海的管理员,不能分配。"))
             elif row.owner_id is not None and not rights.manages(row.owner_id):
-                refused[cid] = PoolRefusal("forbidden", _("你不能转移其他团队的客户。"))
+                refused[cid] = transfer_refusal(actor)
             elif row.owner_id == to_user.id:
                 refused[cid] = PoolRefusal("taken", _("已由 %(name)s 负责。", name=to_user.name))
             elif not rights.gives_to_receiver(row.pool_id):
