@@ -36,9 +36,11 @@ from crm.models import (
     Pool,
     PoolEvent,
     PrevOwnerRule,
+    ReminderKind,
     Role,
     User,
 )
+from crm.notify import notify
 from crm.permissions import (
     can_receive_from,
     is_pool_admin,
@@ -994,8 +996,37 @@ def _start_holdings(
         for r in rows
     ]  # fmt: skip
     record_events(session, events)
+    tell_receiver(session, to_user.id, [(r.id, r.holding_no + 1) for r in rows], now, actor=actor)
     announce_ownership_change(session, ids, now)
     return ids
+
+
+def tell_receiver(
+    session: Session, user_id: int, moved: list[tuple[int, int]], now: datetime, *, actor: User | None = None
+) -> None:
+    """The receiver hears of customers assigned / transferred / auto-assigned / handed over to them, through
+    their channels, once each (unique key per customer and holding; a bulk move is one summary). Nobody is
+    told of what they gave themselves."""
+    if not moved or (actor is not None and actor.id == user_id):
+        return
+    wanted = [c for c, _h in moved[:10]]
+    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(wanted))).all())
+    by = actor.name if actor is not None else _("系统")
+    if len(moved) == 1:
+        ((customer_id, holding_no),) = moved
+        notify(
+            session, user_id=user_id, kind=ReminderKind.ASSIGNED, customer_id=customer_id,
+            title=_("「%(name)s」已分配给你 (%(by)s)", name=names.get(customer_id, ""), by=by),
+            unique_key=f"assigned:{customer_id}:{holding_no}", due_at=now, now=now,
+        )  # fmt: skip
+        return
+    shown = "、".join(names.get(c, "") for c, _h in moved[:10]) + (_(" 等") if len(moved) > 10 else "")
+    first, holding = min(moved)
+    notify(
+        session, user_id=user_id, kind=ReminderKind.ASSIGNED, body=shown,
+        title=_("%(n)s 个客户已分配给你 (%(by)s)", n=len(moved), by=by),
+        unique_key=f"assigned:{first}:{holding}:{len(moved)}", due_at=now, now=now,
+    )  # fmt: skip
 
 
 def return_to_pool(

@@ -355,6 +355,7 @@ def _recycle(
          "reason", "holding_followups", "holding_no", "result", "dedupe_key"],
         ledger,
     )  # fmt: skip
+    _tell_previous_owners(session, rules, now)
     labels = {r.id: r.label for r in rules}
     for rule_id, count in session.execute(select(DUE.c.rule_id, func.count()).group_by(DUE.c.rule_id)):
         result.by_rule[labels.get(rule_id, str(rule_id))] = count
@@ -377,6 +378,33 @@ def _recycle(
         customer_ids=result.customer_ids,
         now=now,
         id_query=select(DUE.c.customer_id),
+    )
+
+
+def _tell_previous_owners(session: Session, rules: list[RuleDef], now: datetime) -> int:
+    """The previous owner hears that each customer was recycled away and by which rule: one reminder per
+    customer and holding (unique key ``recycled:<customer>:<holding>``), set-based, delivered through the
+    owner's channels like every reminder."""
+    at = literal(now, UTCDateTime())
+    key = (
+        literal("recycled:") + cast(DUE.c.customer_id, String) + literal(":") + cast(DUE.c.holding_no, String)
+    )
+    return insert_select(
+        session,
+        Reminder.__table__,
+        ["unique_key"],
+        ["user_id", "customer_id", "kind", "title", "body", "due_at", "status", "unique_key", "created_at"],
+        select(
+            DUE.c.owner_id,
+            DUE.c.customer_id,
+            literal(ReminderKind.RECYCLED),
+            _text(_("「%(customer)s」已被回收到公海"), customer=C.name),
+            _text(_("原因: %(rule)s"), rule=_labels(rules, DUE.c.rule_id)),
+            at,
+            literal(ReminderStatus.OPEN),
+            key,
+            at,
+        ).select_from(DUE.join(Customer.__table__, C.id == DUE.c.customer_id)),
     )
 
 
