@@ -61,6 +61,8 @@ class Pool(db.Model):
     fair_release: Mapped[bool] = mapped_column(Boolean, default=False)
     release_times: Mapped[list] = mapped_column(JSONType, default=list)
     nurture_max_days: Mapped[int] = mapped_column(Integer, default=90)
+    # Embargo (Cordys): customers entering the pool (new or recycled) are claimable N hours after they enter.
+    embargo_hours: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     region: Mapped[str | None] = mapped_column(String(40), nullable=True)
     industry: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)

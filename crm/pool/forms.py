@@ -153,6 +153,11 @@ class PoolForm(FlaskForm):
     )
     region = StringField(_l("区域"), validators=[Optional(), Length(max=40)])
     industry = StringField(_l("行业"), validators=[Optional(), Length(max=40)])
+    embargo_hours = IntegerField(
+        _l("入池冷静期(小时)"),
+        default=0,
+        validators=[Optional(), NumberRange(0, 720, _l("需在 0–720 之间。"))],
+    )
 
     def validate_release_times(self, field):
         try:
@@ -165,6 +170,7 @@ class PoolForm(FlaskForm):
         data = {name: f.data for name, f in self._fields.items() if name not in ("csrf_token",)}
         data["release_times"] = parse_times(self.release_times.data)
         data["prev_owner_days"] = self.prev_owner_days.data or 0
+        data["embargo_hours"] = self.embargo_hours.data or 0
         return data
 
 

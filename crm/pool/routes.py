@@ -146,6 +146,8 @@ def row_labels(pool: Pool | None) -> dict:
         "assign": _("分配"),
         "today": _("今天"),
         "days_ago": _("%(n)s 天前"),
+        "opens": _("%(when)s 起可领"),
+        "opens_at": lambda c: services.embargo_opens_at(pool, c.pool_entered_at),
         "now": clock.now(),
         "csrf": generate_csrf(),
         # URL patterns: the id is swapped in per row (url_for for every row is a measurable cost).

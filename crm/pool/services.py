@@ -91,7 +91,7 @@ class PoolRefusal(Exception):
 
     Codes and HTTP statuses (documented in the README / OpenAPI):
     taken 409, not_owner 409, merged 409, not_found 404, forbidden 403, not_member 403, senior_only 403,
-    daily_limit 429, holding_cap 422, cooldown 422, priority_window 422, not_released 422,
+    daily_limit 429, holding_cap 422, cooldown 422, priority_window 422, not_released 422, embargo 422,
     pool_disabled 422, inactive_user 422, user_away 422, invalid 422.
     """
 
@@ -108,6 +108,7 @@ class PoolRefusal(Exception):
         "cooldown": 422,
         "priority_window": 422,
         "not_released": 422,
+        "embargo": 422,
         "pool_disabled": 422,
         "invalid": 422,
         "inactive_user": 422,
@@ -399,6 +400,14 @@ def _check_cap(session: Session, user: User, extra: int = 1, *, override: bool =
     return False
 
 
+def embargo_opens_at(pool: Pool | None, entered_at: datetime | None) -> datetime | None:
+    """When a customer that entered ``pool`` at ``entered_at`` becomes claimable under the pool's embargo
+    (入池冷静期; None: no embargo). Assignments by pool admins and managers are not held back."""
+    if pool is None or not pool.embargo_hours or entered_at is None:
+        return None
+    return entered_at + timedelta(hours=pool.embargo_hours)
+
+
 def previous_owner_window(customer: Customer, pool: Pool) -> datetime | None:
     """When the pool's previous-owner rule stops applying to this customer (None: it does not apply)."""
     if (
@@ -605,6 +614,13 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
                     when=clock.local(customer.visible_from).strftime("%m-%d %H:%M"),
                 ),
                 until=customer.visible_from.isoformat(),
+            )
+        opens = embargo_opens_at(pool, customer.pool_entered_at)
+        if opens is not None and opens > now:
+            raise PoolRefusal(
+                "embargo",
+                _("该客户入池冷静期中,%(when)s 起可领取。", when=clock.local(opens).strftime("%m-%d %H:%M")),
+                until=opens.isoformat(),
             )
         load = _load_of(session, *load_values)
         if customer.senior_only and not load.senior:

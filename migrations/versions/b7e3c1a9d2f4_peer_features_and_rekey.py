@@ -1,4 +1,6 @@
-"""peer features; company-name and email keys recomputed
+"""peer features (pool embargo); company-name and email keys recomputed
+
+pools.embargo_hours: customers entering a pool are claimable N hours after they enter (0: at once).
 
 The company-name key now folds Traditional into Simplified characters (OpenCC) and the email key drops
 mailto:, invisible characters and display names: the stored keys (and grams) are recomputed with the same
@@ -21,11 +23,15 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('pools', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('embargo_hours', sa.Integer(), server_default='0', nullable=False))
+
     from crm.intake.grams import recompute_keys
 
     recompute_keys(op.get_bind())
 
 
 def downgrade():
-    # The new keys are a superset of the old folding; nothing to undo for the data.
-    pass
+    # The recomputed keys stay (the old folding is a subset of the new); only the schema is undone.
+    with op.batch_alter_table('pools', schema=None) as batch_op:
+        batch_op.drop_column('embargo_hours')
