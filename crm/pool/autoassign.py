@@ -45,7 +45,7 @@ def eligible_users(session: Session, pool: Pool, now: datetime) -> list[User]:
             select(Customer.owner_id, func.count())
             .where(
                 Customer.owner_id.in_([user.id for user, _cap in members]),
-                Customer.merged_into_id.is_(None),
+                services.held_filter(services.won_count_toward_cap(session)),
             )
             .group_by(Customer.owner_id)
         ).all()

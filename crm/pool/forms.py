@@ -187,3 +187,4 @@ class PoolRulesForm(FlaskForm):
             NumberRange(1, 10000, _l("保有量需在 1–10000 之间。")),
         ],
     )
+    won_count_toward_cap = BooleanField(_l("成交客户计入保有量"), default=True)

@@ -639,6 +639,7 @@ def admin_list():
         data={
             "release_reasons": "\n".join(rules["release_reasons"]),
             "default_holding_cap": rules["default_holding_cap"],
+            "won_count_toward_cap": rules["won_count_toward_cap"],
         }
     )
     return render(
@@ -661,7 +662,8 @@ def save_rules():
         reasons = [line.strip() for line in form.release_reasons.data.splitlines() if line.strip()]
         try:
             store.put(
-                db.session, "pool", {"release_reasons": reasons, "default_holding_cap": form.default_holding_cap.data},
+                db.session, "pool", {"release_reasons": reasons, "default_holding_cap": form.default_holding_cap.data,
+                                     "won_count_toward_cap": bool(form.won_count_toward_cap.data)},
                 _me(), clock.now(),
             )  # fmt: skip
         except store.SettingsError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Boolean, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 
@@ -75,15 +75,40 @@ def _validate_pool_settings(data: dict) -> dict:
     default_cap = data.get("default_holding_cap")
     if not isinstance(default_cap, int) or isinstance(default_cap, bool) or not 1 <= default_cap <= 10000:
         raise store.SettingsError({"default_holding_cap": _("保有量需在 1–10000 之间。")})
-    return {"release_reasons": list(dict.fromkeys(reasons)), "default_holding_cap": default_cap}
+    won = data.get("won_count_toward_cap", True)
+    if not isinstance(won, bool):
+        raise store.SettingsError({"won_count_toward_cap": _("请选择是或否。")})
+    return {
+        "release_reasons": list(dict.fromkeys(reasons)),
+        "default_holding_cap": default_cap,
+        "won_count_toward_cap": won,
+    }
 
 
 store.register(
     "pool",
     "公海规则",
-    {"release_reasons": DEFAULT_RELEASE_REASONS, "default_holding_cap": 20},
+    # won_count_toward_cap: whether won customers (成交客户, a deal signed: ``won_at`` set) count against the
+    # holding cap (悟空CRM / Cordys let teams exclude them).
+    {"release_reasons": DEFAULT_RELEASE_REASONS, "default_holding_cap": 20, "won_count_toward_cap": True},
     _validate_pool_settings,
 )
+
+
+def won_count_toward_cap(session: Session) -> bool:
+    """Settings → 公海规则: do won customers count against the holding cap? (Read on every claim: kept per
+    process, dropped when this process writes a setting.)"""
+    from crm.intake.txcache import process_memo
+
+    return process_memo(
+        session, "won_count_toward_cap", lambda: store.get(session, "pool")["won_count_toward_cap"]
+    )
+
+
+def held_filter(count_won) -> object:
+    """The customers that count as held against the cap: not merged away and — unless won customers
+    count (``count_won``: a bool or a bind parameter) — not won."""
+    return and_(Customer.merged_into_id.is_(None), or_(count_won, Customer.won_at.is_(None)))
 
 
 class PoolRefusal(Exception):
@@ -205,7 +230,7 @@ def held_count(session: Session, user_id: int) -> int:
         session.scalar(
             select(func.count())
             .select_from(Customer)
-            .where(Customer.owner_id == user_id, Customer.merged_into_id.is_(None))
+            .where(Customer.owner_id == user_id, held_filter(won_count_toward_cap(session)))
         )
         or 0
     )
@@ -258,7 +283,7 @@ def _user_load_columns(uid, level_id, team_id) -> tuple:
     held = (
         select(func.count())
         .select_from(Customer)
-        .where(Customer.owner_id == uid, Customer.merged_into_id.is_(None))
+        .where(Customer.owner_id == uid, held_filter(bindparam("count_won", type_=Boolean)))
         .scalar_subquery()
     )
     cap = select(Level.holding_cap).where(Level.id == level_id).scalar_subquery()
@@ -299,6 +324,7 @@ def user_load(session: Session, user: User, pool_id: int | None, now: datetime) 
         "team_id": user.team_id,
         "pool_id": pool_id,
         "day": day,
+        "count_won": won_count_toward_cap(session),
     }
     n_held, cap, senior, timezone, claimed = session.execute(_USER_LOAD(session), params).one()
     if pool_id is None:
@@ -582,7 +608,8 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
     try:
         lock_user(session, user.id)
         # One round trip, after ``lock_user`` (the held count cannot change under us).
-        params = {"cid": customer_id, "uid": user.id, "team_id": user.team_id, "level_id": user.level_id}
+        params = {"cid": customer_id, "uid": user.id, "team_id": user.team_id, "level_id": user.level_id,
+                  "count_won": won_count_toward_cap(session)}  # fmt: skip
         found = session.execute(_CLAIM_LOOKUP(session), params).first()
         if found is None:
             raise PoolRefusal("not_found", _("客户不存在。"))
@@ -1165,7 +1192,7 @@ def receivers_for(session: Session, actor: User, pool_id: int | None, now: datet
     held = dict(
         session.execute(
             select(Customer.owner_id, func.count())
-            .where(Customer.owner_id.in_([u.id for u in users]), Customer.merged_into_id.is_(None))
+            .where(Customer.owner_id.in_([u.id for u in users]), held_filter(won_count_toward_cap(session)))
             .group_by(Customer.owner_id)
         ).all()
     )
