@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -61,6 +62,9 @@ class Pool(db.Model):
     fair_release: Mapped[bool] = mapped_column(Boolean, default=False)
     release_times: Mapped[list] = mapped_column(JSONType, default=list)
     nurture_max_days: Mapped[int] = mapped_column(Integer, default=90)
+    # 长期培育 allowed in this pool (up to nurture_max_days); its expiry is built in (a 长期培育到期 rule is
+    # kept for the pool while nurture is allowed).
+    nurture_allowed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     # Embargo (Cordys): customers entering the pool (new or recycled) are claimable N hours after they enter.
     embargo_hours: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     region: Mapped[str | None] = mapped_column(String(40), nullable=True)

@@ -143,6 +143,7 @@ class PoolForm(FlaskForm):
         validators=[Optional(), Length(max=100)],
         description=_l("如 10:00, 15:00(团队时区)"),
     )
+    nurture_allowed = BooleanField(_l("允许长期培育(到期未跟进自动回收)"), default=True)
     nurture_max_days = IntegerField(
         _l("长期培育最长天数"),
         default=90,

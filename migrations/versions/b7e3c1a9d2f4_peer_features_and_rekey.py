@@ -1,6 +1,7 @@
-"""peer features (pool embargo); company-name and email keys recomputed
+"""peer features (pool embargo, nurture setting); company-name and email keys recomputed
 
 pools.embargo_hours: customers entering a pool are claimable N hours after they enter (0: at once).
+pools.nurture_allowed: 长期培育 is a pool setting (with nurture_max_days); its expiry is built in.
 
 The company-name key now folds Traditional into Simplified characters (OpenCC) and the email key drops
 mailto:, invisible characters and display names: the stored keys (and grams) are recomputed with the same
@@ -25,6 +26,7 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('pools', schema=None) as batch_op:
         batch_op.add_column(sa.Column('embargo_hours', sa.Integer(), server_default='0', nullable=False))
+        batch_op.add_column(sa.Column('nurture_allowed', sa.Boolean(), server_default=sa.text('true'), nullable=False))
 
     from crm.intake.grams import recompute_keys
 
@@ -34,4 +36,5 @@ def upgrade():
 def downgrade():
     # The recomputed keys stay (the old folding is a subset of the new); only the schema is undone.
     with op.batch_alter_table('pools', schema=None) as batch_op:
+        batch_op.drop_column('nurture_allowed')
         batch_op.drop_column('embargo_hours')
