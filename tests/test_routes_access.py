@@ -96,11 +96,17 @@ def sample_params(world, user) -> dict:
     }
 
 
-# Permission is checked before the body: a rep may open these routes (declared rep: a pool admin assigns)
+# Permission is checked before the body: these roles may open these routes (declared rep: a pool admin assigns)
 # but not for the sample customer, their own (reps do not transfer) — 403, not the empty body's 422.
 REFUSED_BEFORE_BODY = {
     (Role.REP, "POST", "/customers/<int:customer_id>/assign"),
     (Role.REP, "POST", "/api/v1/customers/<int:customer_id>/assign"),
+    # Only the owner locks their own customer (the sample belongs to the rep).
+    *(
+        (who, "POST", path)
+        for who in (Role.MANAGER, Role.ADMIN)
+        for path in ("/customers/<int:customer_id>/lock", "/api/v1/customers/<int:customer_id>/lock")
+    ),
 }
 
 

@@ -71,3 +71,6 @@ class LevelForm(FlaskForm):
     )
     rank = IntegerField(_l("排序 (越大越资深)"), default=0, validators=[Optional(), NumberRange(0, 100)])
     is_senior = BooleanField(_l("资深 (可领取高难度客户)"))
+    lock_quota = IntegerField(
+        _l("可锁定客户数 (锁定后不被回收)"), default=0, validators=[Optional(), NumberRange(0, 1000)]
+    )

@@ -131,10 +131,12 @@ class EventKind:
     NURTURED = "nurtured"
     MOVED = "moved"  # moved between pools while unowned
     DUPLICATE = "duplicate"  # a duplicate lead attached (撞单)
+    LOCKED = "locked"  # 锁定: the owner locked it against recycling
+    UNLOCKED = "unlocked"
     ALL = (
         CREATED, CLAIMED, ASSIGNED, AUTO_ASSIGNED, TRANSFERRED, RELEASED, RECYCLED, WARNED, ESCALATED,
         EXTENSION_REQUESTED, EXTENDED, EXTENSION_REJECTED, RECLAIMED, MERGED, PROTECTED, NURTURED, MOVED,
-        DUPLICATE,
+        DUPLICATE, LOCKED, UNLOCKED,
     )  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from crm.permissions import (
     visible_pool_ids,
 )
 from crm.pool import board as board_q
+from crm.pool import lock as lock_services
 from crm.pool import manage, services
 from crm.pool.forms import (
     AssignForm,
@@ -373,6 +374,33 @@ def _assign_allowed(customer: Customer, me: User) -> bool:
     if customer.owner_id is None:
         return customer.pool_id is not None and can_assign_from_pool(db.session, me, customer.pool_id)
     return can_transfer(db.session, me, customer)
+
+
+@bp.route("/customers/<int:customer_id>/lock", methods=["POST"])
+@access(Role.REP)
+def lock(customer_id: int):
+    """锁定: the owner locks a customer against recycling (within their level's lock quota)."""
+    return _lock_action(customer_id, lock_services.lock, _("已锁定,该客户不会被回收。"))
+
+
+@bp.route("/customers/<int:customer_id>/unlock", methods=["POST"])
+@access(Role.REP)
+def unlock(customer_id: int):
+    """解除锁定: the owner, their manager or an admin."""
+    return _lock_action(customer_id, lock_services.unlock, _("已解除锁定。"))
+
+
+def _lock_action(customer_id: int, action, done: str):
+    customer = _customer_or_404(customer_id)
+    try:
+        action(db.session, customer.id, _me(), clock.now())
+    except services.PoolRefusal as refusal:
+        if refusal.status == 403:
+            abort(403, refusal.message)
+        flash(refusal.message, "error")
+    else:
+        flash(done, "success")
+    return redirect_htmx(customer_url(customer))
 
 
 @bp.route("/customers/<int:customer_id>/assign", methods=["GET", "POST"])

@@ -134,6 +134,7 @@ class PoolRefusal(Exception):
         "priority_window": 422,
         "not_released": 422,
         "embargo": 422,
+        "lock_quota": 422,
         "pool_disabled": 422,
         "invalid": 422,
         "inactive_user": 422,
@@ -509,6 +510,8 @@ def start_holding_values(owner_id, now) -> dict:
         "nurture_until": None,
         "nurture_set_at": None,
         "visible_from": None,
+        "locked_at": None,
+        "locked_by_id": None,
         "updated_at": now,
     }
 
@@ -798,6 +801,8 @@ def end_holdings(
                 extension_days=0,
                 nurture_until=None,
                 nurture_set_at=None,
+                locked_at=None,
+                locked_by_id=None,
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)

@@ -246,7 +246,7 @@ def _recycle(
     pools = engine.by_pool(rules)
     ev = engine.evaluated(
         rules, ctx, C.owner_id, C.holding_no, C.pool_id, C.holding_followups,
-        where=(C.owner_id.is_not(None), engine.prefilter(rules, ctx, now)),
+        where=(C.owner_id.is_not(None), C.locked_at.is_(None), engine.prefilter(rules, ctx, now)),
     )  # fmt: skip
     flags = [engine.flag(engine.due_on(ev, i, rule, ctx, now)).label(f"d{i}") for i, rule in enumerate(rules)]
     inner = (
@@ -325,6 +325,8 @@ def _recycle(
             extension_days=0,
             nurture_until=None,
             nurture_set_at=None,
+            locked_at=None,
+            locked_by_id=None,
             visible_from=visible,
             updated_at=now,
         )  # fmt: skip
@@ -465,7 +467,13 @@ def _notices(
         return
     leads = [max(r.warn_days, r.escalate_days) * DAY for r in warned_rules]
     ev = engine.evaluated(
-        warned_rules, ctx, where=(C.owner_id.is_not(None), engine.prefilter(warned_rules, ctx, now, leads))
+        warned_rules,
+        ctx,
+        where=(
+            C.owner_id.is_not(None),
+            C.locked_at.is_(None),
+            engine.prefilter(warned_rules, ctx, now, leads),
+        ),
     )
     columns, any_window = [], []
     for i, rule in enumerate(warned_rules):
