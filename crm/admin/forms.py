@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField
@@ -9,6 +11,8 @@ from wtforms.validators import DataRequired, Email, InputRequired, Length, Numbe
 
 from crm.forms import LocalDateTimeField, choices
 from crm.models import Role
+
+COMMON_TIMEZONES = ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Taipei", "Asia/Singapore", "Asia/Tokyo", "UTC"]
 
 ROLE_CHOICES = choices((r, _l(Role.LABELS[r])) for r in Role.ALL)
 
@@ -57,6 +61,24 @@ class TeamForm(FlaskForm):
     name = StringField(_l("团队名称"), validators=[DataRequired(_l("请填写团队名称。")), Length(max=60)])
     manager_id = SelectField(_l("主管"), coerce=_optional_id, validate_choice=True)
     timezone = SelectField(_l("时区"), default="")
+
+    def fill_choices(self, session) -> TeamForm:
+        """Managers (active managers and admins) and time zones to choose from (the web page and the API)."""
+        from flask_babel import gettext as _
+        from sqlalchemy import select
+
+        from crm import clock
+        from crm.models import User
+
+        managers = session.scalars(
+            select(User)
+            .where(User.role.in_([Role.MANAGER, Role.ADMIN]), User.active.is_(True))
+            .order_by(User.name)
+        )
+        self.manager_id.choices = choices([(None, _("— 无 —"))] + [(u.id, u.name) for u in managers])
+        zones = COMMON_TIMEZONES + sorted(z for z in available_timezones() if z not in COMMON_TIMEZONES)
+        self.timezone.choices = choices([("", _("默认 (%(tz)s)", tz=clock.default_tz_name()))] + zones)
+        return self
 
 
 class LevelForm(FlaskForm):

@@ -22,6 +22,8 @@ ENDPOINT_MODULES = [
     "crm.api.inbox",
     "crm.api.intake",
     "crm.api.pipeline",
+    "crm.api.org",
+    "crm.api.conflicts",
 ]
 
 for _module in ENDPOINT_MODULES:
