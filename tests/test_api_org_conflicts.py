@@ -86,5 +86,6 @@ def test_the_openapi_document_lists_the_new_endpoints(api, make, admin):
     paths = _admin(api, make, admin).get("/api/v1/openapi.json").json["paths"]
     for path in ("/teams", "/teams/{team_id}", "/levels", "/levels/{level_id}", "/conflicts",
                  "/conflicts/{conflict_id}/merge", "/conflicts/{conflict_id}/distinct",
-                 "/customers/{customer_id}/lock", "/customers/{customer_id}/unlock"):  # fmt: skip
+                 "/customers/{customer_id}/lock", "/customers/{customer_id}/unlock", "/spot-checks",
+                 "/spot-checks/{check_id}", "/notifications", "/notifications/read"):  # fmt: skip
         assert any(p.endswith(path) for p in paths), path

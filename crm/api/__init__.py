@@ -24,6 +24,7 @@ ENDPOINT_MODULES = [
     "crm.api.pipeline",
     "crm.api.org",
     "crm.api.conflicts",
+    "crm.api.notices",
 ]
 
 for _module in ENDPOINT_MODULES:
