@@ -111,6 +111,7 @@ def test_release_reasons_and_default_cap_are_edited_and_audited(admin_client):
     assert store.get(db.session, "pool") == {
         "release_reasons": ["预算不足", "联系不上"],
         "default_holding_cap": 15,
+        "won_count_toward_cap": False,  # the checkbox was not ticked
     }
     bad = admin_client.post("/admin/pools/rules", data={"release_reasons": "", "default_holding_cap": "0"})
     assert bad.status_code == 422

@@ -179,8 +179,13 @@ def test_nurture_and_protect_endpoints(api, make, world):
     r, m = _api(api, world, "rep"), _api(api, world, "manager")
     url = f"/api/v1/customers/{customer.id}/nurture"
     with clock.frozen(T0):
-        assert r.post(url, json={"until": "2026-04-01"}).json["error"] == "invalid"  # no nurture rule yet
-        add_rule(world["pool"], RuleKind.NURTURE_EXPIRY, position=1)
+        world["pool"].nurture_allowed = False
+        db.session.commit()
+        assert (
+            r.post(url, json={"until": "2026-04-01"}).json["error"] == "invalid"
+        )  # the pool does not allow it
+        world["pool"].nurture_allowed = True
+        db.session.commit()
         assert r.post(url, json={"until": "2027-01-01"}).status_code == 422  # past nurture_max_days (90)
         assert r.post(url, json={"until": "not a date"}).status_code == 422
         done = r.post(url, json={"until": "2026-04-01"})

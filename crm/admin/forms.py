@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from zoneinfo import available_timezones
+
 from flask_babel import lazy_gettext as _l
 from wtforms import BooleanField, EmailField, IntegerField, PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, Email, InputRequired, Length, NumberRange, Optional
 
 from crm.forms import FlaskForm, LocalDateTimeField, choices
 from crm.models import Role
+
+COMMON_TIMEZONES = ["Asia/Shanghai", "Asia/Hong_Kong", "Asia/Taipei", "Asia/Singapore", "Asia/Tokyo", "UTC"]
 
 ROLE_CHOICES = choices((r, _l(Role.LABELS[r])) for r in Role.ALL)
 
@@ -57,6 +61,24 @@ class TeamForm(FlaskForm):
     manager_id = SelectField(_l("主管"), coerce=_optional_id, validate_choice=True)
     timezone = SelectField(_l("时区"), default="")
 
+    def fill_choices(self, session) -> TeamForm:
+        """Managers (active managers and admins) and time zones to choose from (the web page and the API)."""
+        from flask_babel import gettext as _
+        from sqlalchemy import select
+
+        from crm import clock
+        from crm.models import User
+
+        managers = session.scalars(
+            select(User)
+            .where(User.role.in_([Role.MANAGER, Role.ADMIN]), User.active.is_(True))
+            .order_by(User.name)
+        )
+        self.manager_id.choices = choices([(None, _("— 无 —"))] + [(u.id, u.name) for u in managers])
+        zones = COMMON_TIMEZONES + sorted(z for z in available_timezones() if z not in COMMON_TIMEZONES)
+        self.timezone.choices = choices([("", _("默认 (%(tz)s)", tz=clock.default_tz_name()))] + zones)
+        return self
+
 
 class LevelForm(FlaskForm):
     name = StringField(_l("职级名称"), validators=[DataRequired(_l("请填写职级名称。")), Length(max=40)])
@@ -70,3 +92,6 @@ class LevelForm(FlaskForm):
     )
     rank = IntegerField(_l("排序 (越大越资深)"), default=0, validators=[Optional(), NumberRange(0, 100)])
     is_senior = BooleanField(_l("资深 (可领取高难度客户)"))
+    lock_quota = IntegerField(
+        _l("可锁定客户数 (锁定后不被回收)"), default=0, validators=[Optional(), NumberRange(0, 1000)]
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from zoneinfo import available_timezones
-
 from flask import Blueprint, abort, flash, redirect, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
@@ -190,15 +188,7 @@ def set_active(user_id: int):
 
 
 def _team_form(team: Team | None) -> TeamForm:
-    form = TeamForm(obj=team)
-    managers = db.session.scalars(
-        select(User)
-        .where(User.role.in_([Role.MANAGER, Role.ADMIN]), User.active.is_(True))
-        .order_by(User.name)
-    )
-    form.manager_id.choices = choices([(None, _("— 无 —"))] + [(u.id, u.name) for u in managers])
-    zones = COMMON_TIMEZONES + sorted(z for z in available_timezones() if z not in COMMON_TIMEZONES)
-    form.timezone.choices = choices([("", _("默认 (%(tz)s)", tz=clock.default_tz_name()))] + zones)
+    form = TeamForm(obj=team).fill_choices(db.session)
     if team is not None and request.method == "GET":
         form.timezone.data = team.timezone or ""
     return form

@@ -91,5 +91,7 @@ def save_level(session: Session, level: Level | None, data: dict) -> Level:
     level.holding_cap = data["holding_cap"]
     level.rank = data.get("rank") or 0
     level.is_senior = bool(data.get("is_senior"))
+    if data.get("lock_quota") is not None:
+        level.lock_quota = data["lock_quota"]
     session.flush()
     return level

@@ -22,6 +22,9 @@ ENDPOINT_MODULES = [
     "crm.api.inbox",
     "crm.api.intake",
     "crm.api.pipeline",
+    "crm.api.org",
+    "crm.api.conflicts",
+    "crm.api.notices",
 ]
 
 for _module in ENDPOINT_MODULES:

@@ -110,13 +110,16 @@ def _form_value(value: Any) -> list[str]:
     return [str(value)]
 
 
-def form_from_json(form_class: type, payload: dict, **kwargs: Any):
-    """Validate a JSON payload with the same WTForms form the web UI uses; 422 with field errors."""
+def form_from_json(form_class: type, payload: dict, prepare: Callable | None = None, **kwargs: Any):
+    """Validate a JSON payload with the same WTForms form the web UI uses; 422 with field errors.
+    ``prepare(form)`` runs before validation (choices read from the database, as the web page sets them)."""
     data = MultiDict()
     for key, value in payload.items():
         for item in _form_value(value):
             data.add(key, item)
     form = form_class(formdata=data, meta={"csrf": False}, **kwargs)
+    if prepare is not None:
+        prepare(form)
     if not form.validate():
         errors = {name: [str(e) for e in errs] for name, errs in form.errors.items()}
         first = next(iter(errors.values()))[0] if errors else _("提交的内容有误。")

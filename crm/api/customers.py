@@ -21,6 +21,7 @@ from crm.customers.timeline import PAGE_SIZE, item_json, parse_cursor, timeline_
 from crm.extensions import db
 from crm.models import Customer, Role, User
 from crm.permissions import can_view_customer, is_pool_admin, mask_phone, mask_text
+from crm.pool import lock as lock_services
 from crm.pool import services
 from crm.pool.forms import AssignForm, BulkAssignForm, ReleaseForm
 
@@ -75,6 +76,7 @@ def customer_json(customer: Customer, user: User) -> dict:
         "owner": {"id": customer.owner.id, "name": customer.owner.name} if customer.owner else None,
         "pool": {"id": customer.pool.id, "name": customer.pool.name} if customer.pool else None,
         "in_pool": customer.owner_id is None,
+        "locked_at": customer.locked_at,
         "stage": {"id": customer.stage.id, "name": customer.stage.name} if customer.stage else None,
         "score": customer.score,
         "grade": customer.grade,
@@ -192,14 +194,46 @@ def customers_claim(customer_id: int):
 @doc("退回公海 (原因 + 交接说明,均必填)", body=ReleaseForm, scope="write", responses=REFUSALS)
 def customers_release(customer_id: int):
     """Put an owned customer back into its pool. ``reason`` must be one of the configured release reasons
-    (``GET /settings/pool`` → ``release_reasons``); ``note`` 5–1000 characters. The day's claim count is not
-    refunded."""
-    form = form_from_json(ReleaseForm, json_body())
+    (``GET /settings/pool`` → ``release_reasons``); ``note`` 2–1000 characters. The day's claim count is not
+    refunded. Permission is checked before the body (403 before 422)."""
     me = _me()
+    refusal = services.release_refusal(db.session, me, _customer(customer_id))
+    if refusal is not None:
+        raise refusal_error(refusal)
+    form = form_from_json(ReleaseForm, json_body())
     try:
         customer = services.release(
             db.session, customer_id, me, form.reason.data, form.note.data, clock.now()
         )
+    except services.PoolRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    return jsonify(customer=customer_json(customer, me))
+
+
+@bp.route("/customers/<int:customer_id>/lock", methods=["POST"])
+@access(Role.REP)
+@doc("锁定客户 (负责人,按职级的锁定名额;锁定的客户不会被回收)", scope="write", responses=REFUSALS)
+def customers_lock(customer_id: int):
+    """The owner locks a held customer so that no recycle rule takes it back; 422 ``lock_quota`` when the
+    level's quota is used up. Ledgered; the lock ends with the holding."""
+    me = _me()
+    _customer(customer_id)
+    try:
+        customer = lock_services.lock(db.session, customer_id, me, clock.now())
+    except services.PoolRefusal as refusal:
+        raise refusal_error(refusal) from refusal
+    return jsonify(customer=customer_json(customer, me))
+
+
+@bp.route("/customers/<int:customer_id>/unlock", methods=["POST"])
+@access(Role.REP)
+@doc("解除锁定 (负责人、其主管或管理员)", scope="write", responses=REFUSALS)
+def customers_unlock(customer_id: int):
+    """Unlock a locked customer (the owner, their manager or an admin). Ledgered."""
+    me = _me()
+    _customer(customer_id)
+    try:
+        customer = lock_services.unlock(db.session, customer_id, me, clock.now())
     except services.PoolRefusal as refusal:
         raise refusal_error(refusal) from refusal
     return jsonify(customer=customer_json(customer, me))
@@ -211,9 +245,13 @@ def customers_release(customer_id: int):
 def customers_assign(customer_id: int):
     """Assign a pool customer (managers, admins, the pool's admins) or transfer an owned one (the owner's
     manager, admins) to ``user_id``. The receiver's holding cap holds (422 holding_cap) unless
-    ``override_cap`` is true and the caller is a manager or admin; the override is ledgered."""
-    form = form_from_json(AssignForm, json_body())
+    ``override_cap`` is true and the caller is a manager or admin; the override is ledgered. Permission
+    on the customer is checked before the body (403 before 422)."""
     me = _me()
+    refusal = services.assign_refusal(db.session, me, _customer(customer_id))
+    if refusal is not None:
+        raise refusal_error(refusal)
+    form = form_from_json(AssignForm, json_body())
     receiver = db.session.get(User, form.user_id.data)
     try:
         result = services.assign(

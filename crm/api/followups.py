@@ -15,7 +15,7 @@ from crm.extensions import db
 from crm.followups import services
 from crm.followups.forms import FollowUpForm
 from crm.models import Customer, FollowUp, Reminder, ReminderKind, ReminderStatus, Role, User
-from crm.permissions import can_view_customer, manages
+from crm.permissions import can_edit_customer, can_view_customer, manages
 from crm.reminders import services as reminders
 from crm.reminders.forms import CustomReminderForm, SnoozeForm
 
@@ -83,6 +83,8 @@ def create_followup(customer_id: int):
     form: the next-contact time is required and in the future; it closes the reminder it answers
     (``reminder_id``) and creates the next-contact reminder."""
     customer = _customer(customer_id)
+    if not can_edit_customer(db.session, current_user, customer):  # permission before the body
+        raise ApiError(403, "forbidden", _("只有客户负责人、其主管或管理员可以记录跟进。"))
     form = form_from_json(FollowUpForm, json_body())
     try:
         fu = form.record(db.session, customer, current_user, clock.now())

@@ -42,7 +42,8 @@ def _fields(errors) -> dict[str, list[str]]:
         201: "新建线索: {id, status: created, score, grade, pool_id, owner_id, possible_duplicates, "
         "duplicate_check}; 不会自动分配的线索在后台查相似公司 (duplicate_check: queued, possible_duplicates: null, "
         "结果进入冲突队列)",
-        200: "重复线索,已归入现有客户: {id, status: duplicate, matched_on}",
+        200: "重复线索,已归入现有客户: {id, status: duplicate, matched_on, score, grade}; 无法识别的邮箱/微信"
+        "(另有可用电话时) 留空并在 warnings 中说明",
     },  # fmt: skip
 )
 def post_lead():
@@ -116,6 +117,9 @@ def _outcome_json(outcome) -> dict:
         "pool_id": outcome.pool_id,
         "owner_id": outcome.owner_id,
     }
+    if outcome.warnings:
+        # Flagged fields of a lead taken in anyway (an unusable email beside a good phone): left empty.
+        body["warnings"] = _fields(outcome.warnings)
     if outcome.status == "duplicate":
         body["matched_on"] = outcome.matched_on
     elif outcome.duplicate_check == "queued":

@@ -22,7 +22,7 @@ from crm.access import access
 from crm.api.core import ApiError, bp, doc, form_from_json, json_body, jsonable
 from crm.extensions import db
 from crm.models import Customer, Opportunity, Role, Stage, StageChange, User
-from crm.permissions import can_view_customer
+from crm.permissions import can_view_customer, can_work_pipeline
 from crm.pipeline import services
 from crm.pipeline.forms import ConvertForm, OpportunityForm
 
@@ -84,6 +84,14 @@ def _customer(customer_id: int) -> Customer:
         raise ApiError(404, "not_found", _("客户不存在。"))
     if not can_view_customer(db.session, _me(), customer):
         raise ApiError(403, "forbidden", _("这个客户不归你负责,也不在你可见的公海中。"))
+    return customer
+
+
+def _work_customer(customer_id: int) -> Customer:
+    """A customer the caller may work the pipeline of, checked before the body is read (403 before 422)."""
+    customer = _customer(customer_id)
+    if not can_work_pipeline(db.session, _me(), customer):
+        raise ApiError(403, "forbidden", _("只有客户负责人、其主管或管理员可以操作商机。"))
     return customer
 
 
@@ -199,7 +207,7 @@ def customer_opportunities(customer_id: int):
 )
 def create_opportunity(customer_id: int):
     """A new opportunity; it starts at the customer's current open stage (else the first open stage)."""
-    customer = _customer(customer_id)
+    customer = _work_customer(customer_id)
     form = form_from_json(OpportunityForm, json_body())
     try:
         opp = services.create_opportunity(db.session, customer, _me(), clock.now(), form.input())
@@ -241,7 +249,7 @@ def update_opportunity(opportunity_id: int):
 def convert(customer_id: int):
     """Convert an owned lead: the customer becomes an account, its contact the primary contact, and an
     opportunity opens — all or nothing."""
-    customer = _customer(customer_id)
+    customer = _work_customer(customer_id)
     form = form_from_json(ConvertForm, json_body())
     data = services.ConversionInput(form.opportunity_name.data, form.amount.data, form.expected_close.data,
                                     form.contact_name.data)  # fmt: skip

@@ -15,6 +15,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 
 from crm.forms import FlaskForm, choices
+from crm.intake import normalize
 from crm.models import CustomerKind
 
 KIND_LABELS = {CustomerKind.COMPANY: _l("企业"), CustomerKind.PERSON: _l("个人")}
@@ -23,6 +24,13 @@ KIND_LABELS = {CustomerKind.COMPANY: _l("企业"), CustomerKind.PERSON: _l("个�
 def _phone_check(form, field):
     if field.data and sum(ch.isdigit() for ch in field.data) < 5:
         raise ValidationError(_l("电话号码至少 5 位数字。"))
+    if field.data and normalize.has_letters(field.data):
+        raise ValidationError(_l("电话号码中不能有字母。"))
+
+
+def _clean_email(value):
+    """mailto:, invisible characters, a display name and full-width ＠ 。 cleaned before validation."""
+    return normalize.email_clean(value) if isinstance(value, str) else value
 
 
 class CustomerForm(FlaskForm):
@@ -34,7 +42,11 @@ class CustomerForm(FlaskForm):
     job_title = StringField(_l("职位"), validators=[Optional(), Length(max=60)])
     job_level = StringField(_l("职级"), validators=[Optional(), Length(max=20)])
     phone = StringField(_l("电话"), validators=[Optional(), Length(max=40), _phone_check])
-    email = EmailField(_l("邮箱"), validators=[Optional(), Email(_l("邮箱格式不正确。")), Length(max=254)])
+    email = EmailField(
+        _l("邮箱"),
+        filters=[_clean_email],
+        validators=[Optional(), Email(_l("邮箱格式不正确。")), Length(max=254)],
+    )
     wechat = StringField(_l("微信"), validators=[Optional(), Length(max=60)])
     address = StringField(_l("地址"), validators=[Optional(), Length(max=200)])
     region = StringField(_l("区域"), validators=[Optional(), Length(max=40)])
@@ -55,7 +67,11 @@ class ContactForm(FlaskForm):
     job_title = StringField(_l("职位"), validators=[Optional(), Length(max=60)])
     job_level = StringField(_l("职级"), validators=[Optional(), Length(max=20)])
     phone = StringField(_l("电话"), validators=[Optional(), Length(max=40), _phone_check])
-    email = EmailField(_l("邮箱"), validators=[Optional(), Email(_l("邮箱格式不正确。")), Length(max=254)])
+    email = EmailField(
+        _l("邮箱"),
+        filters=[_clean_email],
+        validators=[Optional(), Email(_l("邮箱格式不正确。")), Length(max=254)],
+    )
     wechat = StringField(_l("微信"), validators=[Optional(), Length(max=60)])
     is_primary = BooleanField(_l("设为主要联系人"))
 

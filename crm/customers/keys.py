@@ -1,5 +1,9 @@
 """Normalised keys for searching and de-duplication (SPEC §6): phones to E.164 (+86 by default), lowercased
-emails and WeChat ids, company names without legal suffixes, full-width folded, punctuation removed."""
+emails and WeChat ids, company names without legal suffixes, full-width folded, punctuation removed.
+
+Emails and company names use intake's keys (``crm.intake.normalize``), so an edited customer is keyed as a
+new lead would be. Phones keep a digits fallback here (a search by the stored number finds it), but a
+number with letters gets no key: letters are never read as keypad digits."""
 
 from __future__ import annotations
 
@@ -8,24 +12,9 @@ import unicodedata
 
 import phonenumbers
 
+from crm.intake import normalize
+
 DEFAULT_REGION = "CN"
-_COMPANY_SUFFIXES = [
-    "股份有限公司",
-    "有限责任公司",
-    "集团有限公司",
-    "有限公司",
-    "集团",
-    "co.,ltd.",
-    "co., ltd.",
-    "co.,ltd",
-    "co. ltd.",
-    "co ltd",
-    "ltd.",
-    "ltd",
-    "inc.",
-    "inc",
-]
-_NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def phone_key(text: str | None) -> str | None:
@@ -37,6 +26,8 @@ def phone_key(text: str | None) -> str | None:
     if not text:
         return None
     raw = unicodedata.normalize("NFKC", str(text)).strip()
+    if normalize.has_letters(raw):
+        return None
     digits = re.sub(r"\D", "", raw)
     if len(digits) < 5:
         return None
@@ -56,8 +47,7 @@ def looks_like_phone(text: str) -> bool:
 
 
 def email_key(text: str | None) -> str | None:
-    text = unicodedata.normalize("NFKC", text or "").strip().lower()
-    return text or None
+    return normalize.email_key(text)
 
 
 def wechat_key(text: str | None) -> str | None:
@@ -66,13 +56,5 @@ def wechat_key(text: str | None) -> str | None:
 
 
 def company_key(name: str | None) -> str:
-    """``上海星河科技有限公司`` → ``上海星河科技``; ``ACME Co., Ltd.`` → ``acme``."""
-    text = unicodedata.normalize("NFKC", name or "").strip().lower()
-    changed = True
-    while changed:
-        changed = False
-        for suffix in _COMPANY_SUFFIXES:
-            if text.endswith(suffix) and len(text) > len(suffix):
-                text = text[: -len(suffix)].rstrip(" ,.")
-                changed = True
-    return _NOT_WORD.sub("", text)[:120]
+    """``上海星河科技有限公司`` → ``星河科技`` (intake's ``name_key``); ``ACME Co., Ltd.`` → ``acme``."""
+    return normalize.name_key(name)

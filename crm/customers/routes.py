@@ -137,6 +137,9 @@ def page_context(customer: Customer) -> dict:
         "kind_labels": KIND_LABELS,
         "now": now,
         "prev_window": pool_services.previous_owner_window(customer, pool) if pool and in_pool else None,
+        # 锁定: the owner locks (within their level's quota); the owner, their manager or an admin unlocks.
+        "can_lock": customer.owner_id == me.id and customer.locked_at is None,
+        "can_unlock": customer.locked_at is not None and can_release(db.session, me, customer),
     }
 
 

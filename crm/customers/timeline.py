@@ -45,6 +45,8 @@ EVENT_LABELS = {
     EventKind.MERGED: "合并",
     EventKind.PROTECTED: "设为保护",
     EventKind.NURTURED: "长期培育",
+    EventKind.LOCKED: "锁定",
+    EventKind.UNLOCKED: "解除锁定",
     EventKind.MOVED: "移到其他公海",
     EventKind.DUPLICATE: "撞单",
 }

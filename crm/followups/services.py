@@ -152,9 +152,9 @@ def record_followup(
 
     Raises ``FollowUpError`` (or a subclass) and changes nothing when refused. Does not commit.
     """
-    validate(channel, content, next_plan, next_contact_at, now)
-    if not can_edit_customer(session, user, customer):
+    if not can_edit_customer(session, user, customer):  # permission before the input
         raise FollowUpForbidden(_("只有客户负责人、其主管或管理员可以记录跟进。"))
+    validate(channel, content, next_plan, next_contact_at, now)
     over_cap = _check_frequency(session, customer, user, now, confirm_over_cap)
     answered = reminders.answerable(session, user, customer, answered_reminder_id)
     followup = FollowUp(

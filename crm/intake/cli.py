@@ -96,3 +96,14 @@ def rescore_cmd(as_of: str | None) -> None:
         f"scored {result['customers']} customers, {result['changed']} changed, "
         f"{result['crossed_hot']} became hot; {n} name grams counted"
     )
+
+
+@crm_cli.command("rekey")
+def rekey_cmd() -> None:
+    """Recompute the stored company-name and email keys (after their rules changed; the migration that
+    changed them runs this too). Safe to run again."""
+    from crm.intake.grams import recompute_keys
+
+    changed = recompute_keys(db.session)
+    db.session.commit()
+    click.echo(f"{changed} rows rekeyed")

@@ -10,11 +10,14 @@ grams' postings are read — each capped at ``POSTING_CAP`` newest customers for
 useful — candidates are ranked by shared grams and the best ``CANDIDATE_CAP`` are scored.
 
 Both checks take a batch (the import checks 10,000 rows with a handful of queries); a single lead is a
-batch of one.
+batch of one. The leads of one batch are also checked against each other (``batch_fuzzy``, in memory with
+the same blocking), so a file listing …有限公司 and …有限责任公司 opens a conflict instead of two silent
+creations; exact repeats within a batch are caught by intake (the later one is attached to the first).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 from collections import Counter
@@ -31,6 +34,9 @@ POSTING_CAP = 400  # newest customers read per crowded gram (names made only of 
 COUNTED_CAP = 2000  # grams up to this common are counted by the database; beyond, too common to tell
 CANDIDATE_CAP = 300  # candidates scored per name
 IN_CHUNK = 500
+# The batch against itself (in memory; a 10,000-row import): newest earlier names read per gram, and scored.
+BATCH_POSTING_CAP = 100
+BATCH_CANDIDATE_CAP = 100
 MAX_ID = 2**31 - 1  # customers.id is a 32-bit integer
 
 
@@ -313,25 +319,61 @@ def fuzzy_matches(
     results: list[list[tuple[int, float]]] = []
     for key, top in zip(name_keys, tops, strict=True):
         choices = {cid: names[cid] for cid in top if cid in names}  # merged customers drop out here
-        if not choices:
-            results.append([])
-            continue
-        scores: dict[int, float] = {}
-        for _choice, score, cid in process.extract(
-            key, choices, scorer=fuzz.ratio, score_cutoff=threshold, limit=None
-        ):
-            scores[cid] = score
-        if len(key) >= 4:
-            longer = {cid: k for cid, k in choices.items() if len(k) >= 4}
-            cutoff = min(100.0, threshold / 0.95)
-            for _choice, score, cid in process.extract(
-                key, longer, scorer=fuzz.partial_ratio, score_cutoff=cutoff, limit=None
-            ):
-                scores[cid] = max(scores.get(cid, 0.0), 0.95 * score)
-        best = sorted(((cid, round(s, 1)) for cid, s in scores.items() if s >= threshold),
-                      key=lambda x: (-x[1], -x[0]))  # fmt: skip
-        results.append(best[:limit])
+        results.append(_scored(key, choices, threshold)[:limit])
     return results
+
+
+def _scored(key: str, choices: dict[int, str], threshold: float) -> list[tuple[int, float]]:
+    """(id, similarity) of the ``choices`` at or above ``threshold``, best first (``similarity``'s rule,
+    scored by rapidfuzz's C loop)."""
+    if not choices:
+        return []
+    scores: dict[int, float] = {}
+    for _choice, score, cid in process.extract(
+        key, choices, scorer=fuzz.ratio, score_cutoff=threshold, limit=None
+    ):
+        scores[cid] = score
+    if len(key) >= 4:
+        longer = {cid: k for cid, k in choices.items() if len(k) >= 4}
+        cutoff = min(100.0, threshold / 0.95)
+        for _choice, score, cid in process.extract(
+            key, longer, scorer=fuzz.partial_ratio, score_cutoff=cutoff, limit=None
+        ):
+            scores[cid] = max(scores.get(cid, 0.0), 0.95 * score)
+    return sorted(
+        ((cid, round(s, 1)) for cid, s in scores.items() if s >= threshold), key=lambda x: (-x[1], -x[0])
+    )
+
+
+def batch_fuzzy(name_keys: list[str], threshold: float, *, limit: int = 3) -> list[list[tuple[int, float]]]:
+    """For each name key, up to ``limit`` (index of an EARLIER name of the same batch, similarity) at or
+    above ``threshold``, best first — the batch checked against itself.
+
+    Blocking as in ``fuzzy_matches``, on in-memory postings: a name's grams ordered rarest first within
+    the batch, candidates share at least ``need`` of the chosen prefix, each gram's postings capped at the
+    newest ``POSTING_CAP`` earlier names, the best ``CANDIDATE_CAP`` scored with ``similarity``'s rule."""
+    grams_of = [normalize.name_grams(k) if len(k) >= 2 else [] for k in name_keys]
+    freq = Counter(g for gs in grams_of for g in set(gs))
+    postings: dict[str, list[int]] = {}
+    out: list[list[tuple[int, float]]] = []
+    for index, (key, gs) in enumerate(zip(name_keys, grams_of, strict=True)):
+        found: list[tuple[int, float]] = []
+        if gs:
+            ordered = sorted(gs, key=lambda g: (freq[g], g))
+            need = 1 if len(gs) <= 4 else 2
+            chosen = ordered[: _prefix_size(len(ordered)) + (need - 1)]
+            shared: Counter = Counter()
+            for gram in chosen:
+                shared.update(postings.get(gram, [])[-BATCH_POSTING_CAP:])
+            least = min(need, len(chosen))
+            close = [(n, j) for j, n in shared.items() if n >= least]
+            if len(close) > BATCH_CANDIDATE_CAP:
+                close = heapq.nlargest(BATCH_CANDIDATE_CAP, close)
+            found = _scored(key, {j: name_keys[j] for _n, j in close}, threshold)
+            for gram in gs:
+                postings.setdefault(gram, []).append(index)
+        out.append(found[:limit])
+    return out
 
 
 def distinct_pairs(session: Session, customer_id: int) -> set[int]:

@@ -261,3 +261,53 @@ def _after_flush(session: Session, flush_context) -> None:
                 pairs.append((obj.id, obj.name_key))
     if pairs:
         write_grams(conn, pairs)
+
+
+# ---------------------------------------------------------------- recomputing stored keys
+
+_CUSTOMERS = Customer.__table__
+_CONTACTS = Contact.__table__
+
+
+def recompute_keys(session_or_conn, chunk: int = 2000) -> int:
+    """Rewrite the stored name and email keys (and clean stored emails) after their rules changed — the
+    OpenCC fold of company names, the email clean-up. Set-based per chunk: only rows whose values differ
+    are updated, and renamed customers get new grams. Works on a Session or a Connection (the migration).
+    Idempotent. Returns the rows changed."""
+    changed = 0
+    for table, with_name in ((_CUSTOMERS, True), (_CONTACTS, False)):
+        cols = [table.c.id, table.c.email, table.c.email_key]
+        if with_name:
+            cols += [table.c.name, table.c.name_key]
+        last = 0
+        while True:
+            rows = session_or_conn.execute(
+                select(*cols).where(table.c.id > last).order_by(table.c.id).limit(chunk)
+            ).all()
+            if not rows:
+                break
+            last = rows[-1].id
+            updates, renamed = [], []
+            for row in rows:
+                values = {}
+                if row.email:
+                    clean = normalize.email_clean(row.email)
+                    key = normalize.email_key(row.email) if normalize.email_valid(row.email) else None
+                    if clean and clean != row.email and key:
+                        values["email"] = clean
+                    if key and key != row.email_key:
+                        values["email_key"] = key
+                if with_name and row.name:
+                    name_key = normalize.name_key(row.name)
+                    if name_key and name_key != row.name_key:
+                        values["name_key"] = name_key
+                        renamed.append((row.id, name_key))
+                if values:
+                    updates.append((row, values))
+            for row, values in updates:
+                session_or_conn.execute(update(table).where(table.c.id == row.id).values(**values))
+            if renamed:
+                drop_grams(session_or_conn, [cid for cid, _k in renamed])
+                write_grams(session_or_conn, renamed)
+            changed += len(updates)
+    return changed

@@ -326,6 +326,12 @@ def build(session: Session, batch: ImportBatch, *, check_existing: bool = True) 
                 for key in (p.keys.phone_key, p.keys.email_key, p.keys.wechat_key):
                     if key:
                         seen.setdefault(key, number)
+        # Flagged fields of a row that is imported anyway: in the report, not in the error count or file.
+        errors.extend(
+            {"row": number, "column": column_name(w.field), "reason": str(w.message), "warning": True}
+            for w in p.warnings
+            if not p.errors
+        )
         if p.errors:
             error_rows.add(number)
             errors.extend(
@@ -450,6 +456,8 @@ def error_rows_file(session: Session, batch: ImportBatch, fmt: str) -> bytes:
     headers, rows = load(batch)
     reasons: dict[int, list[str]] = {}
     for error in batch.errors or []:
+        if error.get("warning"):
+            continue
         reasons.setdefault(int(error["row"]), []).append(f"{error['column']}: {error['reason']}")
     out = [[number, *values, ";".join(reasons[number])] for number, values in rows if number in reasons]
     return spreadsheet.write([_("行号"), *headers, _("错误原因")], out, fmt)

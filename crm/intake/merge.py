@@ -275,6 +275,23 @@ def _settle_conflicts(
     session.flush()
 
 
+def list_conflicts(session: Session, state: str = "open", limit: int = 50, before_id: int | None = None):
+    """The conflict queue: open conflicts newest first, or resolved ones most recently decided first (the
+    web page and ``GET /api/v1/conflicts``); ``before_id`` pages open conflicts by id."""
+    query = select(DuplicateConflict)
+    if state == "open":
+        query = query.where(DuplicateConflict.status == "open").order_by(
+            DuplicateConflict.created_at.desc(), DuplicateConflict.id.desc()
+        )
+    else:
+        query = query.where(DuplicateConflict.status != "open").order_by(
+            DuplicateConflict.resolved_at.desc(), DuplicateConflict.id.desc()
+        )
+    if before_id is not None:
+        query = query.where(DuplicateConflict.id < before_id)
+    return list(session.scalars(query.limit(limit)))
+
+
 def mark_distinct(session: Session, conflict_id: int, actor: User, now: datetime) -> DuplicateConflict:
     """Not a duplicate: the pair is never asked again; a held-back lead is routed now. Commits."""
     if actor.role != Role.ADMIN:

@@ -4,12 +4,20 @@
   8613800138000, 008613800138000 and full-width digits are one number; landlines need their area code
   ((021) 6288-8888 and 021-62888888 are one number); extensions (转 801, ext. 801, -801) are dropped, so a
   switchboard number matches the company.
-- ``email_key``: trimmed and lowercased.
+- ``phone_key`` refuses letters: a number typed with a letter (O for 0, a vanity number) is invalid, never
+  turned into keypad digits — only a leading label (``tel:``, 电话:) and an extension marker (ext., x, 转) may
+  carry letters.
+- ``email_clean`` / ``email_key``: what is stored and what is compared. A ``mailto:`` prefix (and its
+  ``?subject=`` tail), invisible characters (zero-width spaces, BOM, NBSP), a display name
+  (``张三 <zhangsan@example.com>``) and full-width ＠ 。 are cleaned away; the key is the clean address
+  lowercased.
 - ``wechat_key``: trimmed, lowercased, a "微信:" / "wx:" label removed; a WeChat id that is a phone number
   (微信同号) becomes that phone's E.164 so both spellings match.
 - ``name_key``: the company name folded (NFKC: full-width → half-width), case folded, bracketed place
   names (上海) / (中国) and legal forms (有限公司, 有限责任公司, 股份有限公司, 集团, 分公司, Co., Ltd., Inc. …)
-  removed, a leading province/city's 省/市 dropped, punctuation and spaces removed.
+  removed, a leading province/city's 省/市 dropped, punctuation and spaces removed, Traditional characters
+  folded to Simplified (OpenCC ``t2s``: 騰訊 = 腾讯). Changing this key changes stored keys:
+  ``crm.intake.grams.recompute_name_keys`` rewrites them (the migration that brought OpenCC runs it).
 - ``name_grams``: the blocking keys of a name key (its character bigrams) for fuzzy matching.
 """
 
@@ -17,7 +25,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from email.utils import parseaddr
+from functools import lru_cache
 
+import opencc
 import phonenumbers
 from flask_babel import gettext as _
 
@@ -65,7 +76,12 @@ _WECHAT_LABEL = re.compile(
     r"^(?:(?:微信号?|wechat(?:\s*id)?|weixin|wx|vx)\s*[::]|微信号?\s)\s*", re.IGNORECASE
 )
 _WECHAT_ID = re.compile(r"^[a-z0-9_\-.]{3,40}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+_EMAIL = re.compile(r"^[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[^@\s.<>()\[\],;:\"]+$")
+# Invisible characters pasted along with addresses: zero-width space/joiners, word joiner, BOM, soft hyphen.
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u180e"), None)
+_MAILTO = re.compile(r"^mailto:", re.IGNORECASE)
+_PHONE_LABEL = re.compile(r"^(?:tel|电话|手机|座机|phone|mobile)\s*[::]?\s*", re.IGNORECASE)
+_LETTER = re.compile(r"[^\W\d_]", re.ASCII)  # an ASCII letter: phonenumbers would read it as a keypad digit
 
 
 def fold(text: str | None) -> str:
@@ -103,8 +119,10 @@ def phone_key(raw: str | None) -> str | None:
     simple = _MOBILE_FORM.fullmatch(text.translate(_SEPARATORS))
     if simple and _CN_MOBILE.fullmatch(simple.group(1)):
         return "+86" + simple.group(1)
-    text = re.sub(r"^(?:tel|电话|手机|座机|phone|mobile)\s*[::]?\s*", "", text, flags=re.IGNORECASE)
+    text = _PHONE_LABEL.sub("", text)
     text = _EXTENSION.sub("", text).strip()
+    if _LETTER.search(text):
+        return None  # never keypad digits
     key = _valid_e164(text)
     if key:
         return key
@@ -120,6 +138,12 @@ def phone_key(raw: str | None) -> str | None:
     return None
 
 
+def has_letters(raw: str | None) -> bool:
+    """Letters in a phone number besides a leading label (tel:) and an extension marker (ext. 12)."""
+    text = _EXTENSION.sub("", _PHONE_LABEL.sub("", fold(raw))).strip()
+    return bool(_LETTER.search(text))
+
+
 def phone_error(raw: str | None) -> str | None:
     """A reason why ``raw`` is not a phone number, or None when it is."""
     if phone_key(raw):
@@ -128,6 +152,8 @@ def phone_error(raw: str | None) -> str | None:
     digits = "".join(ch for ch in text if ch.isdigit())
     if re.fullmatch(r"\d(\.\d+)?[eE]\+?\d+", text):
         return _("不是有效的电话号码 (被转成了科学计数法,请把该列设为文本)。")
+    if has_letters(text):
+        return _("不是有效的电话号码: 号码中不能有字母 (请核对是否把 0 写成了 O)。")
     if re.fullmatch(r"[\d\s\-()]+", text) and 7 <= len(digits) <= 8:
         return _("座机号码请带区号,例如 021-62888888。")
     return _("不是有效的电话号码。")
@@ -136,8 +162,18 @@ def phone_error(raw: str | None) -> str | None:
 # ---------------------------------------------------------------- email, WeChat
 
 
+def email_clean(raw: str | None) -> str:
+    """The address in ``raw`` as it should be stored (case kept), "" for none; see the module docstring."""
+    text = (raw or "").translate(_INVISIBLE)
+    text = fold(text).replace("。", ".").replace("｡", ".")  # NFKC already made ＠ → @ and ． → .
+    if "<" in text and ">" in text:
+        _display, address = parseaddr(text)
+        text = address or text
+    return _MAILTO.sub("", text.strip()).split("?", 1)[0].strip()
+
+
 def email_key(raw: str | None) -> str | None:
-    text = fold(raw).lower()
+    text = email_clean(raw).lower()
     return text or None
 
 
@@ -193,9 +229,23 @@ def _drop_place_suffix_chars(text: str) -> str:
     return out
 
 
+_T2S: opencc.OpenCC | None = None
+
+
+def simplified(text: str) -> str:
+    """Traditional → Simplified characters (OpenCC ``t2s``, one converter per process); ASCII untouched."""
+    global _T2S
+    if text.isascii():
+        return text
+    if _T2S is None:
+        _T2S = opencc.OpenCC("t2s")
+    return _T2S.convert(text)
+
+
+@lru_cache(maxsize=4096)
 def name_key(raw: str | None) -> str:
     """The comparable form of a company (or person) name; "" for an empty name."""
-    text = fold(raw).casefold()
+    text = simplified(fold(raw)).casefold()
     if not text:
         return ""
     text = _drop_place_brackets(text)

@@ -364,12 +364,7 @@ def conflicts():
     state = request.args.get("state", "open")
     if state not in ("open", "resolved"):
         state = "open"
-    query = select(DuplicateConflict)
-    if state == "open":
-        query = query.where(DuplicateConflict.status == "open").order_by(DuplicateConflict.created_at.desc())
-    else:
-        query = query.where(DuplicateConflict.status != "open").order_by(DuplicateConflict.resolved_at.desc())
-    items = list(db.session.scalars(query.limit(50)))
+    items = merge.list_conflicts(db.session, state)
     ids = {c.customer_id for c in items} | {c.candidate_id for c in items}
     owners = {}
     if ids:

@@ -38,7 +38,7 @@ from crm.intake import (
     grams,  # noqa: F401 (installs the key/gram sync hooks)
     normalize,
 )
-from crm.intake.dedupe import Keys, Match, exact_matches, fuzzy_matches, matches_in
+from crm.intake.dedupe import Keys, Match, batch_fuzzy, exact_matches, fuzzy_matches, matches_in
 from crm.intake.inserts import insert_leads, insert_unless_duplicate
 from crm.intake.txcache import process_memo
 from crm.models import (
@@ -193,6 +193,9 @@ class Prepared:
     kind: str
     company_size: int | None
     errors: list[FieldError]
+    # Flagged fields of a lead that is still taken in (an unusable email beside a good phone): the field
+    # is left empty on the customer (its raw text kept in the notes) and the answer / report says so.
+    warnings: list[FieldError] = field(default_factory=list)
 
 
 @dataclass
@@ -210,6 +213,7 @@ class Outcome:
     assigned_to: int | None = None
     errors: list[FieldError] = field(default_factory=list)
     row: int | None = None
+    warnings: list[FieldError] = field(default_factory=list)
     # "done": ``conflicts`` is the possible-duplicate check's answer; "queued": it runs in the background.
     duplicate_check: str = "done"
 
@@ -229,6 +233,7 @@ def prepare(data: LeadData) -> Prepared:
     if not name and not person:
         errors.append(FieldError("name", _("请填写公司名称或联系人姓名。")))
     phone_key = email_key = wechat_key = None
+    bad_email = bad_wechat = None
     if normalize.fold(data.phone):
         phone_key = normalize.phone_key(data.phone)
         if phone_key is None:
@@ -237,14 +242,25 @@ def prepare(data: LeadData) -> Prepared:
         if normalize.email_valid(data.email):
             email_key = normalize.email_key(data.email)
         else:
-            errors.append(FieldError("email", _("不是有效的邮箱地址。")))
+            bad_email = FieldError("email", _("不是有效的邮箱地址。"))
     if normalize.fold(data.wechat):
         if normalize.wechat_valid(data.wechat):
             wechat_key = normalize.wechat_key(data.wechat)
         else:
-            errors.append(FieldError("wechat", _("微信号只能包含字母、数字、下划线和减号。")))
+            bad_wechat = FieldError("wechat", _("微信号只能包含字母、数字、下划线和减号。"))
     if not (normalize.fold(data.phone) or normalize.fold(data.email) or normalize.fold(data.wechat)):
         errors.append(FieldError("phone", _("请至少填写电话、邮箱或微信中的一项。")))
+    warnings: list[FieldError] = []
+    # An unusable email or WeChat id beside a usable way to reach the lead flags the field; with none
+    # usable the lead is refused.
+    reachable = bool(phone_key or email_key or wechat_key)
+    for bad in (bad_email, bad_wechat):
+        if bad is None:
+            continue
+        if reachable:
+            warnings.append(FieldError(bad.field, _("%(reason)s 已留空,线索照常录入。", reason=bad.message)))
+        else:
+            errors.append(bad)
     size = None
     if data.company_size not in (None, ""):
         size = normalize.company_size(data.company_size)
@@ -258,7 +274,7 @@ def prepare(data: LeadData) -> Prepared:
         email_key=email_key,
         wechat_key=wechat_key,
     )
-    return Prepared(data=data, keys=keys, kind=kind, company_size=size, errors=errors)
+    return Prepared(data=data, keys=keys, kind=kind, company_size=size, errors=errors, warnings=warnings)
 
 
 # ---------------------------------------------------------------- pools
@@ -477,6 +493,8 @@ def intake(
                 session.add(BehaviorEvent(customer_id=customer.id, type="form_submit", at=now, data={}))
             outcomes[index] = Outcome(status="created", customer_id=customer.id, pool_id=pool.id,
                                       row=prepared[index].data.row)  # fmt: skip
+        for index in valid:
+            outcomes[index].warnings = prepared[index].warnings
         deferred_ids = [c.id for _i, c in created if id(c) in deferred]
         _open_conflicts(
             session, [x for x in created if id(x[1]) not in deferred], outcomes, fuzzy_threshold, now,
@@ -495,6 +513,7 @@ def intake(
             if outcome.customer_id in scored:
                 outcome.score = scored[outcome.customer_id].score
                 outcome.grade = scored[outcome.customer_id].grade
+        _fill_duplicate_scores(session, outcomes)
         if created and signals.customer_created.receivers:
             for customer in session.scalars(select(Customer).where(Customer.id.in_(new_ids))):
                 signals.customer_created.send(customer, session=session, now=now)
@@ -546,13 +565,22 @@ def _new_customer(
 
     arrived = d.arrived_at if d.arrived_at is not None and d.arrived_at <= now else now
     name = clean(d.name) or clean(d.contact_name)
+    flagged = {w.field for w in p.warnings}
+    notes = clean_text(d.notes or "").strip()
+    for name_, label in (("email", "邮箱"), ("wechat", "微信")):
+        raw = clean(getattr(d, name_))
+        if name_ in flagged and raw:
+            # What was typed is kept where a rep will see it (the field itself stays empty).
+            notes = f"{notes}\n{label}: {raw}".strip()
     return SimpleNamespace(
         id=None, name=name, name_key=p.keys.name_key, kind=p.kind, lifecycle=Lifecycle.LEAD,
         contact_name=clean(d.contact_name), job_title=clean(d.job_title), job_level=clean(d.job_level),
-        phone=clean(d.phone), phone_key=p.keys.phone_key, email=clean(d.email), email_key=p.keys.email_key,
-        wechat=clean(d.wechat), wechat_key=p.keys.wechat_key, address=clean(d.address),
+        phone=clean(d.phone), phone_key=p.keys.phone_key,
+        email=normalize.email_clean(d.email) if p.keys.email_key else None, email_key=p.keys.email_key,
+        wechat=clean(d.wechat) if p.keys.wechat_key else None, wechat_key=p.keys.wechat_key,
+        address=clean(d.address),
         region=clean(d.region), industry=clean(d.industry), company_size=p.company_size,
-        notes=clean_text(d.notes or "").strip() or None, source=source, channel=clean(d.channel),
+        notes=notes or None, source=source, channel=clean(d.channel),
         campaign=clean(d.campaign), utm=dict(d.utm or {}), arrived_at=arrived, score=0, grade="C",
         score_breakdown={}, scored_at=None, win_probability=None, is_hot=False, stage_id=stage_id,
         last_stage_change_at=now if stage_id else None, owner_id=None, pool_id=pool.id, holding_no=0,
@@ -638,6 +666,22 @@ def _attach(
     )  # fmt: skip
 
 
+def _fill_duplicate_scores(session: Session, outcomes: list[Outcome]) -> None:
+    """A duplicate's answer carries the existing customer's score and grade (one read for the call)."""
+    ids = sorted({o.customer_id for o in outcomes if o.status == "duplicate" and o.score is None})
+    if not ids:
+        return
+    found = {}
+    for i in range(0, len(ids), 500):
+        rows = session.execute(
+            select(Customer.id, Customer.score, Customer.grade).where(Customer.id.in_(ids[i : i + 500]))
+        ).all()
+        found.update({r.id: (r.score, r.grade) for r in rows})
+    for outcome in outcomes:
+        if outcome.status == "duplicate" and outcome.score is None and outcome.customer_id in found:
+            outcome.score, outcome.grade = found[outcome.customer_id]
+
+
 def _bump(session: Session, customer_ids: list[int], now: datetime) -> None:
     """Pool customers asked about again are fresh leads: their arrival time moves up the board."""
     for i in range(0, len(customer_ids), 500):
@@ -709,6 +753,13 @@ def _open_conflicts(
         session, [c.name_key for _i, c in companies], threshold,
         exclude=[exclude for _c in companies], below=below,
     )  # fmt: skip
+    # The batch against itself: a later lead similar to an earlier one of the same call is a conflict too.
+    within = batch_fuzzy([c.name_key for _i, c in companies], threshold)
+    for position, earlier in enumerate(within):
+        have = {cid for cid, _s in results[position]}
+        extra = [(companies[j][1].id, score) for j, score in earlier if companies[j][1].id not in have]
+        if extra:
+            results[position] = sorted(results[position] + extra, key=lambda x: (-x[1], -x[0]))[:3]
     decided = decided or set()
     results = [
         [(cid, score) for cid, score in found if (c.id, cid) not in decided and (cid, c.id) not in decided]

@@ -32,6 +32,8 @@ class Level(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(40), unique=True)
     holding_cap: Mapped[int] = mapped_column(Integer, default=20)
+    # 锁定客户 (悟空CRM): how many held customers a user of this level may lock against recycling.
+    lock_quota: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     is_senior: Mapped[bool] = mapped_column(Boolean, default=False)
     rank: Mapped[int] = mapped_column(Integer, default=0)
 

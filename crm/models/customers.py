@@ -232,6 +232,9 @@ class Customer(db.Model):
 
     # Recycle exemptions and pauses
     protected_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # 锁定: no recycle rule takes a locked customer back; the lock ends with the holding (crm/pool/lock.py).
+    locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    locked_by_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     nurture_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     nurture_set_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Approved extension days (延期) for the current holding, added to every rule's due time.

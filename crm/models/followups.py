@@ -91,15 +91,19 @@ class ReminderKind:
     STALLED = "stalled"  # hot or grade A with no stage progress (高意向未推进)
     SPOT_CHECK = "spot_check"  # a manager's daily spot-check sample is ready
     WEEKLY_DIGEST = "weekly_digest"  # 上周公海复盘 for managers and admins (crm/reports/review.py)
+    RECYCLED = "recycled"  # the previous owner: a customer was recycled away, and why
+    ASSIGNED = "assigned"  # the receiver: customers assigned / transferred / auto-assigned / handed over
     ALL = (
         NEXT_CONTACT, CADENCE, NEW_CUSTOMER, CUSTOM, RECYCLE_WARNING, RECYCLE_ESCALATION,
         OVERDUE_ESCALATION, HOT, DUPLICATE, EXTENSION, SYSTEM, STALLED, SPOT_CHECK, WEEKLY_DIGEST,
+        RECYCLED, ASSIGNED,
     )  # fmt: skip
     LABELS = {
         NEXT_CONTACT: "计划联系", CADENCE: "定期回访", NEW_CUSTOMER: "新客户首次联系", CUSTOM: "自定义提醒",
         RECYCLE_WARNING: "回收预警", RECYCLE_ESCALATION: "回收升级", OVERDUE_ESCALATION: "逾期升级",
         HOT: "高分客户", DUPLICATE: "撞单", EXTENSION: "延期申请", SYSTEM: "系统通知",
         STALLED: "高意向未推进", SPOT_CHECK: "跟进抽查", WEEKLY_DIGEST: "公海周报",
+        RECYCLED: "客户被回收", ASSIGNED: "新分配客户",
     }  # fmt: skip
 
 

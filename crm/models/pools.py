@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -61,6 +62,11 @@ class Pool(db.Model):
     fair_release: Mapped[bool] = mapped_column(Boolean, default=False)
     release_times: Mapped[list] = mapped_column(JSONType, default=list)
     nurture_max_days: Mapped[int] = mapped_column(Integer, default=90)
+    # 长期培育 allowed in this pool (up to nurture_max_days); its expiry is built in (a 长期培育到期 rule is
+    # kept for the pool while nurture is allowed).
+    nurture_allowed: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # Embargo (Cordys): customers entering the pool (new or recycled) are claimable N hours after they enter.
+    embargo_hours: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     region: Mapped[str | None] = mapped_column(String(40), nullable=True)
     industry: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -125,10 +131,12 @@ class EventKind:
     NURTURED = "nurtured"
     MOVED = "moved"  # moved between pools while unowned
     DUPLICATE = "duplicate"  # a duplicate lead attached (撞单)
+    LOCKED = "locked"  # 锁定: the owner locked it against recycling
+    UNLOCKED = "unlocked"
     ALL = (
         CREATED, CLAIMED, ASSIGNED, AUTO_ASSIGNED, TRANSFERRED, RELEASED, RECYCLED, WARNED, ESCALATED,
         EXTENSION_REQUESTED, EXTENDED, EXTENSION_REJECTED, RECLAIMED, MERGED, PROTECTED, NURTURED, MOVED,
-        DUPLICATE,
+        DUPLICATE, LOCKED, UNLOCKED,
     )  # fmt: skip
 
 

@@ -45,7 +45,7 @@ def eligible_users(session: Session, pool: Pool, now: datetime) -> list[User]:
             select(Customer.owner_id, func.count())
             .where(
                 Customer.owner_id.in_([user.id for user, _cap in members]),
-                Customer.merged_into_id.is_(None),
+                services.held_filter(services.won_count_toward_cap(session)),
             )
             .group_by(Customer.owner_id)
         ).all()
@@ -140,6 +140,7 @@ def auto_assign(session: Session, customer_id: int, now: datetime) -> User | Non
                 session, customer.id, EventKind.AUTO_ASSIGNED, now, actor_system=f"自动分配: {strategy_label(pool)}",
                 to_user_id=user.id, pool_id=row[1], holding_no=row[0],
             )  # fmt: skip
+            services.tell_receiver(session, user.id, [(customer.id, row[0])], now)
             services.announce_ownership_change(session, [customer.id], now)
             session.commit()
             return user

@@ -53,7 +53,7 @@ class ReleaseForm(FlaskForm):
         _l("交接说明"),
         validators=[
             DataRequired(_l("请填写交接说明,方便下一位同事跟进。")),
-            Length(min=5, max=1000, message=_l("交接说明需 5–1000 字。")),
+            Length(min=2, max=1000, message=_l("交接说明需 2–1000 字。")),
         ],
         description=_l("客户情况、已沟通内容、下一步建议(必填)"),
     )
@@ -142,6 +142,7 @@ class PoolForm(FlaskForm):
         validators=[Optional(), Length(max=100)],
         description=_l("如 10:00, 15:00(团队时区)"),
     )
+    nurture_allowed = BooleanField(_l("允许长期培育(到期未跟进自动回收)"), default=True)
     nurture_max_days = IntegerField(
         _l("长期培育最长天数"),
         default=90,
@@ -152,6 +153,11 @@ class PoolForm(FlaskForm):
     )
     region = StringField(_l("区域"), validators=[Optional(), Length(max=40)])
     industry = StringField(_l("行业"), validators=[Optional(), Length(max=40)])
+    embargo_hours = IntegerField(
+        _l("入池冷静期(小时)"),
+        default=0,
+        validators=[Optional(), NumberRange(0, 720, _l("需在 0–720 之间。"))],
+    )
 
     def validate_release_times(self, field):
         try:
@@ -164,6 +170,7 @@ class PoolForm(FlaskForm):
         data = {name: f.data for name, f in self._fields.items() if name not in ("csrf_token",)}
         data["release_times"] = parse_times(self.release_times.data)
         data["prev_owner_days"] = self.prev_owner_days.data or 0
+        data["embargo_hours"] = self.embargo_hours.data or 0
         return data
 
 
@@ -180,3 +187,4 @@ class PoolRulesForm(FlaskForm):
             NumberRange(1, 10000, _l("保有量需在 1–10000 之间。")),
         ],
     )
+    won_count_toward_cap = BooleanField(_l("成交客户计入保有量"), default=True)

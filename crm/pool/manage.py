@@ -55,7 +55,7 @@ _TIME = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _SCALARS = (
     "name", "description", "kind", "enabled", "daily_claim_limit", "prev_owner_rule", "prev_owner_days",
     "mask_contacts", "auto_assign_strategy", "fair_release", "release_times", "nurture_max_days", "region",
-    "industry",
+    "industry", "embargo_hours", "nurture_allowed",
 )  # fmt: skip
 
 

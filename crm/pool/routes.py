@@ -38,6 +38,7 @@ from crm.permissions import (
     visible_pool_ids,
 )
 from crm.pool import board as board_q
+from crm.pool import lock as lock_services
 from crm.pool import manage, services
 from crm.pool.forms import (
     AssignForm,
@@ -146,6 +147,8 @@ def row_labels(pool: Pool | None) -> dict:
         "assign": _("分配"),
         "today": _("今天"),
         "days_ago": _("%(n)s 天前"),
+        "opens": _("%(when)s 起可领"),
+        "opens_at": lambda c: services.embargo_opens_at(pool, c.pool_entered_at),
         "now": clock.now(),
         "csrf": generate_csrf(),
         # URL patterns: the id is swapped in per row (url_for for every row is a measurable cost).
@@ -379,6 +382,33 @@ def _assign_allowed(customer: Customer, me: User) -> bool:
     return can_transfer(db.session, me, customer)
 
 
+@bp.route("/customers/<int:customer_id>/lock", methods=["POST"])
+@access(Role.REP)
+def lock(customer_id: int):
+    """锁定: the owner locks a customer against recycling (within their level's lock quota)."""
+    return _lock_action(customer_id, lock_services.lock, _("已锁定,该客户不会被回收。"))
+
+
+@bp.route("/customers/<int:customer_id>/unlock", methods=["POST"])
+@access(Role.REP)
+def unlock(customer_id: int):
+    """解除锁定: the owner, their manager or an admin."""
+    return _lock_action(customer_id, lock_services.unlock, _("已解除锁定。"))
+
+
+def _lock_action(customer_id: int, action, done: str):
+    customer = _customer_or_404(customer_id)
+    try:
+        action(db.session, customer.id, _me(), clock.now())
+    except services.PoolRefusal as refusal:
+        if refusal.status == 403:
+            abort(403, refusal.message)
+        flash(refusal.message, "error")
+    else:
+        flash(done, "success")
+    return redirect_htmx(customer_url(customer))
+
+
 @bp.route("/customers/<int:customer_id>/assign", methods=["GET", "POST"])
 @access(Role.REP)
 def assign(customer_id: int):
@@ -393,12 +423,13 @@ def assign(customer_id: int):
             return toast(make_response("", 204), message, "error")
         flash(message, "error")
         return redirect(customer_url(customer))
+    if not allowed:
+        # Permission before the body: the refusal names why (another team's customer, not a pool admin).
+        refusal = services.assign_refusal(db.session, me, customer)
+        abort(403, refusal.message if refusal is not None else message)
     form = AssignForm()
     error = None
-    # Input is checked before rights so a malformed post gets its 422 whoever sends it.
     if form.validate_on_submit():
-        if not allowed:
-            abort(403, message)
         receiver = db.session.get(User, form.user_id.data)
         try:
             result = services.assign(
@@ -642,6 +673,7 @@ def admin_list():
         data={
             "release_reasons": "\n".join(rules["release_reasons"]),
             "default_holding_cap": rules["default_holding_cap"],
+            "won_count_toward_cap": rules["won_count_toward_cap"],
         }
     )
     return render(
@@ -664,7 +696,8 @@ def save_rules():
         reasons = [line.strip() for line in form.release_reasons.data.splitlines() if line.strip()]
         try:
             store.put(
-                db.session, "pool", {"release_reasons": reasons, "default_holding_cap": form.default_holding_cap.data},
+                db.session, "pool", {"release_reasons": reasons, "default_holding_cap": form.default_holding_cap.data,
+                                     "won_count_toward_cap": bool(form.won_count_toward_cap.data)},
                 _me(), clock.now(),
             )  # fmt: skip
         except store.SettingsError as exc:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Boolean, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, scoped_session
 
@@ -36,9 +36,11 @@ from crm.models import (
     Pool,
     PoolEvent,
     PrevOwnerRule,
+    ReminderKind,
     Role,
     User,
 )
+from crm.notify import notify
 from crm.ops.metrics import claim_outcome
 from crm.permissions import (
     can_receive_from,
@@ -59,7 +61,7 @@ DEFAULT_RELEASE_REASONS = [
     "信息有误",
     "其他",
 ]
-NOTE_MIN_CHARS = 5
+NOTE_MIN_CHARS = 2  # any non-blank note of two characters or more (电话空号)
 NOTE_MAX_CHARS = 1000
 # One request may assign at most this many customers (departures move everything, without this limit).
 MAX_BULK = 500
@@ -74,15 +76,40 @@ def _validate_pool_settings(data: dict) -> dict:
     default_cap = data.get("default_holding_cap")
     if not isinstance(default_cap, int) or isinstance(default_cap, bool) or not 1 <= default_cap <= 10000:
         raise store.SettingsError({"default_holding_cap": _("保有量需在 1–10000 之间。")})
-    return {"release_reasons": list(dict.fromkeys(reasons)), "default_holding_cap": default_cap}
+    won = data.get("won_count_toward_cap", True)
+    if not isinstance(won, bool):
+        raise store.SettingsError({"won_count_toward_cap": _("请选择是或否。")})
+    return {
+        "release_reasons": list(dict.fromkeys(reasons)),
+        "default_holding_cap": default_cap,
+        "won_count_toward_cap": won,
+    }
 
 
 store.register(
     "pool",
     "公海规则",
-    {"release_reasons": DEFAULT_RELEASE_REASONS, "default_holding_cap": 20},
+    # won_count_toward_cap: whether won customers (成交客户, a deal signed: ``won_at`` set) count against the
+    # holding cap (悟空CRM / Cordys let teams exclude them).
+    {"release_reasons": DEFAULT_RELEASE_REASONS, "default_holding_cap": 20, "won_count_toward_cap": True},
     _validate_pool_settings,
 )
+
+
+def won_count_toward_cap(session: Session) -> bool:
+    """Settings → 公海规则: do won customers count against the holding cap? (Read on every claim: kept per
+    process, dropped when this process writes a setting.)"""
+    from crm.intake.txcache import process_memo
+
+    return process_memo(
+        session, "won_count_toward_cap", lambda: store.get(session, "pool")["won_count_toward_cap"]
+    )
+
+
+def held_filter(count_won) -> object:
+    """The customers that count as held against the cap: not merged away and — unless won customers
+    count (``count_won``: a bool or a bind parameter) — not won."""
+    return and_(Customer.merged_into_id.is_(None), or_(count_won, Customer.won_at.is_(None)))
 
 
 class PoolRefusal(Exception):
@@ -90,7 +117,7 @@ class PoolRefusal(Exception):
 
     Codes and HTTP statuses (documented in the README / OpenAPI):
     taken 409, not_owner 409, merged 409, not_found 404, forbidden 403, not_member 403, senior_only 403,
-    daily_limit 429, holding_cap 422, cooldown 422, priority_window 422, not_released 422,
+    daily_limit 429, holding_cap 422, cooldown 422, priority_window 422, not_released 422, embargo 422,
     pool_disabled 422, inactive_user 422, user_away 422, invalid 422.
     """
 
@@ -107,6 +134,8 @@ class PoolRefusal(Exception):
         "cooldown": 422,
         "priority_window": 422,
         "not_released": 422,
+        "embargo": 422,
+        "lock_quota": 422,
         "pool_disabled": 422,
         "invalid": 422,
         "inactive_user": 422,
@@ -203,7 +232,7 @@ def held_count(session: Session, user_id: int) -> int:
         session.scalar(
             select(func.count())
             .select_from(Customer)
-            .where(Customer.owner_id == user_id, Customer.merged_into_id.is_(None))
+            .where(Customer.owner_id == user_id, held_filter(won_count_toward_cap(session)))
         )
         or 0
     )
@@ -256,7 +285,7 @@ def _user_load_columns(uid, level_id, team_id) -> tuple:
     held = (
         select(func.count())
         .select_from(Customer)
-        .where(Customer.owner_id == uid, Customer.merged_into_id.is_(None))
+        .where(Customer.owner_id == uid, held_filter(bindparam("count_won", type_=Boolean)))
         .scalar_subquery()
     )
     cap = select(Level.holding_cap).where(Level.id == level_id).scalar_subquery()
@@ -297,6 +326,7 @@ def user_load(session: Session, user: User, pool_id: int | None, now: datetime) 
         "team_id": user.team_id,
         "pool_id": pool_id,
         "day": day,
+        "count_won": won_count_toward_cap(session),
     }
     n_held, cap, senior, timezone, claimed = session.execute(_USER_LOAD(session), params).one()
     if pool_id is None:
@@ -398,6 +428,14 @@ def _check_cap(session: Session, user: User, extra: int = 1, *, override: bool =
     return False
 
 
+def embargo_opens_at(pool: Pool | None, entered_at: datetime | None) -> datetime | None:
+    """When a customer that entered ``pool`` at ``entered_at`` becomes claimable under the pool's embargo
+    (入池冷静期; None: no embargo). Assignments by pool admins and managers are not held back."""
+    if pool is None or not pool.embargo_hours or entered_at is None:
+        return None
+    return entered_at + timedelta(hours=pool.embargo_hours)
+
+
 def previous_owner_window(customer: Customer, pool: Pool) -> datetime | None:
     """When the pool's previous-owner rule stops applying to this customer (None: it does not apply)."""
     if (
@@ -473,6 +511,8 @@ def start_holding_values(owner_id, now) -> dict:
         "nurture_until": None,
         "nurture_set_at": None,
         "visible_from": None,
+        "locked_at": None,
+        "locked_by_id": None,
         "updated_at": now,
     }
 
@@ -572,7 +612,8 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
     try:
         lock_user(session, user.id)
         # One round trip, after ``lock_user`` (the held count cannot change under us).
-        params = {"cid": customer_id, "uid": user.id, "team_id": user.team_id, "level_id": user.level_id}
+        params = {"cid": customer_id, "uid": user.id, "team_id": user.team_id, "level_id": user.level_id,
+                  "count_won": won_count_toward_cap(session)}  # fmt: skip
         found = session.execute(_CLAIM_LOOKUP(session), params).first()
         if found is None:
             raise PoolRefusal("not_found", _("客户不存在。"))
@@ -604,6 +645,13 @@ def claim(session: Session, customer_id: int, user: User, now: datetime) -> Clai
                     when=clock.local(customer.visible_from).strftime("%m-%d %H:%M"),
                 ),
                 until=customer.visible_from.isoformat(),
+            )
+        opens = embargo_opens_at(pool, customer.pool_entered_at)
+        if opens is not None and opens > now:
+            raise PoolRefusal(
+                "embargo",
+                _("该客户入池冷静期中,%(when)s 起可领取。", when=clock.local(opens).strftime("%m-%d %H:%M")),
+                until=opens.isoformat(),
             )
         load = _load_of(session, *load_values)
         if customer.senior_only and not load.senior:
@@ -679,10 +727,9 @@ def release(
     try:
         lock_user(session, actor.id)
         customer = _get_customer(session, customer_id)
-        if customer.owner_id is None:
-            raise PoolRefusal("not_owner", _("该客户已在公海中。"))
-        if customer.owner_id != actor.id and not manages(session, actor, customer.owner_id):
-            raise PoolRefusal("forbidden", _("只有负责人或其主管可以退回该客户。"))
+        refusal = release_refusal(session, actor, customer)
+        if refusal is not None:
+            raise refusal
         reason, note = check_release_input(session, reason, note)
         rows = _lock_rows(session, [customer_id])
         if customer.pool_id is None:
@@ -757,6 +804,8 @@ def end_holdings(
                 extension_days=0,
                 nurture_until=None,
                 nurture_set_at=None,
+                locked_at=None,
+                locked_by_id=None,
                 updated_at=now,
             )
             .execution_options(synchronize_session=False)
@@ -840,6 +889,35 @@ class _Rights:
         return self._receive[pool_id]
 
 
+def transfer_refusal(actor: User) -> PoolRefusal:
+    """Why ``actor`` may not move someone else's customer: a rep transfers nothing (even within their own
+    team); a manager only within the team they manage."""
+    if actor.role == Role.MANAGER:
+        return PoolRefusal("forbidden", _("你不能转移其他团队的客户。"))
+    return PoolRefusal("forbidden", _("只有负责人的主管或管理员可以转移客户。"))
+
+
+def assign_refusal(session: Session, actor: User, customer: Customer) -> PoolRefusal | None:
+    """The refusal of assigning / transferring ``customer`` whoever the receiver, checked before the body
+    is read (permission first): None when ``actor`` may move it."""
+    if customer.owner_id is None:
+        if customer.pool_id is not None and can_assign_from_pool(session, actor, customer.pool_id):
+            return None
+        return PoolRefusal("forbidden", _("你不是该客户所在公海的管理员,不能分配。"))
+    if manages(session, actor, customer.owner_id):
+        return None
+    return transfer_refusal(actor)
+
+
+def release_refusal(session: Session, actor: User, customer: Customer) -> PoolRefusal | None:
+    """The refusal of releasing ``customer`` by ``actor`` (checked before the reason and note are read)."""
+    if customer.owner_id is None:
+        return PoolRefusal("not_owner", _("该客户已在公海中。"))
+    if customer.owner_id != actor.id and not manages(session, actor, customer.owner_id):
+        return PoolRefusal("forbidden", _("只有负责人或其主管可以退回该客户。"))
+    return None
+
+
 def assign(
     session: Session,
     customer_ids: Iterable[int],
@@ -880,7 +958,7 @@ def assign(
             elif row.owner_id is None and (row.pool_id is None or not rights.assigns_from(row.pool_id)):
                 refused[cid] = PoolRefusal("forbidden", _("你不是该客户所在公海的管理员,不能分配。"))
             elif row.owner_id is not None and not rights.manages(row.owner_id):
-                refused[cid] = PoolRefusal("forbidden", _("你不能转移其他团队的客户。"))
+                refused[cid] = transfer_refusal(actor)
             elif row.owner_id == to_user.id:
                 refused[cid] = PoolRefusal("taken", _("已由 %(name)s 负责。", name=to_user.name))
             elif not rights.gives_to_receiver(row.pool_id):
@@ -969,8 +1047,37 @@ def _start_holdings(
         for r in rows
     ]  # fmt: skip
     record_events(session, events)
+    tell_receiver(session, to_user.id, [(r.id, r.holding_no + 1) for r in rows], now, actor=actor)
     announce_ownership_change(session, ids, now)
     return ids
+
+
+def tell_receiver(
+    session: Session, user_id: int, moved: list[tuple[int, int]], now: datetime, *, actor: User | None = None
+) -> None:
+    """The receiver hears of customers assigned / transferred / auto-assigned / handed over to them, through
+    their channels, once each (unique key per customer and holding; a bulk move is one summary). Nobody is
+    told of what they gave themselves."""
+    if not moved or (actor is not None and actor.id == user_id):
+        return
+    wanted = [c for c, _h in moved[:10]]
+    names = dict(session.execute(select(Customer.id, Customer.name).where(Customer.id.in_(wanted))).all())
+    by = actor.name if actor is not None else _("系统")
+    if len(moved) == 1:
+        ((customer_id, holding_no),) = moved
+        notify(
+            session, user_id=user_id, kind=ReminderKind.ASSIGNED, customer_id=customer_id,
+            title=_("「%(name)s」已分配给你 (%(by)s)", name=names.get(customer_id, ""), by=by),
+            unique_key=f"assigned:{customer_id}:{holding_no}", due_at=now, now=now,
+        )  # fmt: skip
+        return
+    shown = "、".join(names.get(c, "") for c, _h in moved[:10]) + (_(" 等") if len(moved) > 10 else "")
+    first, holding = min(moved)
+    notify(
+        session, user_id=user_id, kind=ReminderKind.ASSIGNED, body=shown,
+        title=_("%(n)s 个客户已分配给你 (%(by)s)", n=len(moved), by=by),
+        unique_key=f"assigned:{first}:{holding}:{len(moved)}", due_at=now, now=now,
+    )  # fmt: skip
 
 
 def return_to_pool(
@@ -1093,7 +1200,7 @@ def receivers_for(session: Session, actor: User, pool_id: int | None, now: datet
     held = dict(
         session.execute(
             select(Customer.owner_id, func.count())
-            .where(Customer.owner_id.in_([u.id for u in users]), Customer.merged_into_id.is_(None))
+            .where(Customer.owner_id.in_([u.id for u in users]), held_filter(won_count_toward_cap(session)))
             .group_by(Customer.owner_id)
         ).all()
     )

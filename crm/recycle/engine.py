@@ -735,7 +735,7 @@ def preview(
     bounds = day_bounds_ahead(now, 7, ctx.tz)
     today = clock.local_today(ctx.tz, now)
     empty_days = [(today + timedelta(days=k), 0) for k in range(8)]
-    where = (C.pool_id == pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None))
+    where = (C.pool_id == pool_id, C.owner_id.is_not(None), C.merged_into_id.is_(None), C.locked_at.is_(None))
     if not rules:
         owned = session.scalar(select(func.count()).select_from(Customer).where(*where)) or 0
         return Preview(now, bounds, owned, 0, 0, empty_days, [])

@@ -201,6 +201,21 @@ def _owned(customer: Customer) -> int:
     return customer.owner_id
 
 
+def ensure_nurture_expiry(session: Session, pool, now: datetime) -> None:
+    """Nurture's expiry is built into a pool that allows it: the pool keeps an enabled 长期培育到期 rule
+    (added at the end of its list when missing, e.g. removed from the rule list), so the sweep recycles a
+    nurtured customer on its date unless it was followed up since. Teams may still edit that rule's warnings."""
+    if any(r.kind == RuleKind.NURTURE_EXPIRY for r in active_rules(session, pool.id)):
+        return
+    last = max((r.position or 0 for r in pool_rules(session, pool.id)), default=-1)
+    session.add(
+        RecycleRule(pool_id=pool.id, kind=RuleKind.NURTURE_EXPIRY, day_kind="calendar", grades=[], kinds=[],
+                    warn_days=0, escalate_days=0, exclude_protected=True, enabled=True, position=last + 1,
+                    created_at=now, updated_at=now)
+    )  # fmt: skip
+    session.flush()
+
+
 def set_nurture(
     session: Session, customer_id: int, user: User, until: datetime | None, now: datetime
 ) -> Customer:
@@ -223,10 +238,9 @@ def set_nurture(
                   when=clock.local(latest).strftime("%Y-%m-%d")),
                 fields={"until": "too_late"},
             )  # fmt: skip
-        if not any(r.kind == RuleKind.NURTURE_EXPIRY for r in active_rules(session, pool.id)):
-            raise RecycleError(
-                "invalid", _("「%(pool)s」未启用「长期培育到期」规则,不能设置长期培育。", pool=pool.name)
-            )
+        if not pool.nurture_allowed:
+            raise RecycleError("invalid", _("「%(pool)s」不允许长期培育。", pool=pool.name))
+        ensure_nurture_expiry(session, pool, now)
     changed = session.execute(
         update(Customer)
         .where(Customer.id == customer.id, Customer.owner_id == owner_id)

@@ -279,7 +279,7 @@ def _recycle(
     pools = engine.by_pool(rules)
     ev = engine.evaluated(
         rules, ctx, C.owner_id, C.holding_no, C.pool_id, C.holding_followups,
-        where=(C.owner_id.is_not(None), engine.prefilter(rules, ctx, now)),
+        where=(C.owner_id.is_not(None), C.locked_at.is_(None), engine.prefilter(rules, ctx, now)),
     )  # fmt: skip
     flags = [engine.flag(engine.due_on(ev, i, rule, ctx, now)).label(f"d{i}") for i, rule in enumerate(rules)]
     inner = (
@@ -358,6 +358,8 @@ def _recycle(
             extension_days=0,
             nurture_until=None,
             nurture_set_at=None,
+            locked_at=None,
+            locked_by_id=None,
             visible_from=visible,
             updated_at=now,
         )  # fmt: skip
@@ -388,6 +390,7 @@ def _recycle(
          "reason", "holding_followups", "holding_no", "result", "dedupe_key"],
         ledger,
     )  # fmt: skip
+    _tell_previous_owners(session, rules, now)
     labels = {r.id: r.label for r in rules}
     for rule_id, count in session.execute(select(DUE.c.rule_id, func.count()).group_by(DUE.c.rule_id)):
         label = labels.get(rule_id, str(rule_id))
@@ -411,6 +414,33 @@ def _recycle(
         customer_ids=result.customer_ids,
         now=now,
         id_query=select(DUE.c.customer_id),
+    )
+
+
+def _tell_previous_owners(session: Session, rules: list[RuleDef], now: datetime) -> int:
+    """The previous owner hears that each customer was recycled away and by which rule: one reminder per
+    customer and holding (unique key ``recycled:<customer>:<holding>``), set-based, delivered through the
+    owner's channels like every reminder."""
+    at = literal(now, UTCDateTime())
+    key = (
+        literal("recycled:") + cast(DUE.c.customer_id, String) + literal(":") + cast(DUE.c.holding_no, String)
+    )
+    return insert_select(
+        session,
+        Reminder.__table__,
+        ["unique_key"],
+        ["user_id", "customer_id", "kind", "title", "body", "due_at", "status", "unique_key", "created_at"],
+        select(
+            DUE.c.owner_id,
+            DUE.c.customer_id,
+            literal(ReminderKind.RECYCLED),
+            _text(_("「%(customer)s」已被回收到公海"), customer=C.name),
+            _text(_("原因: %(rule)s"), rule=_labels(rules, DUE.c.rule_id)),
+            at,
+            literal(ReminderStatus.OPEN),
+            key,
+            at,
+        ).select_from(DUE.join(Customer.__table__, C.id == DUE.c.customer_id)),
     )
 
 
@@ -471,7 +501,13 @@ def _notices(
         return
     leads = [max(r.warn_days, r.escalate_days) * DAY for r in warned_rules]
     ev = engine.evaluated(
-        warned_rules, ctx, where=(C.owner_id.is_not(None), engine.prefilter(warned_rules, ctx, now, leads))
+        warned_rules,
+        ctx,
+        where=(
+            C.owner_id.is_not(None),
+            C.locked_at.is_(None),
+            engine.prefilter(warned_rules, ctx, now, leads),
+        ),
     )
     columns, any_window = [], []
     for i, rule in enumerate(warned_rules):

@@ -835,6 +835,19 @@ def mark_read(session: Session, user: User, now: datetime, delivery_ids: list[in
     return session.execute(stmt).rowcount or 0
 
 
+def in_app_notifications(session: Session, user: User, limit: int = 100) -> list:
+    """站内通知: (delivery, reminder, customer name) rows of the user's in-app notifications, newest first
+    (the notifications page and ``GET /api/v1/notifications``)."""
+    return session.execute(
+        select(D, Reminder, Customer.name)
+        .join(Reminder, Reminder.id == D.reminder_id)
+        .outerjoin(Customer, Customer.id == Reminder.customer_id)
+        .where(D.user_id == user.id, IN_APP)
+        .order_by(D.created_at.desc(), D.id.desc())
+        .limit(limit)
+    ).all()
+
+
 def mark_reminder_read(session: Session, user: User, reminder_id: int, now: datetime) -> None:
     session.execute(
         update(D)

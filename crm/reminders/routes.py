@@ -258,14 +258,7 @@ def my_reminders():
 
 
 def _notifications():
-    return db.session.execute(
-        select(ReminderDelivery, Reminder, Customer.name)
-        .join(Reminder, Reminder.id == ReminderDelivery.reminder_id)
-        .outerjoin(Customer, Customer.id == Reminder.customer_id)
-        .where(ReminderDelivery.user_id == current_user.id, dispatch.IN_APP)
-        .order_by(ReminderDelivery.created_at.desc(), ReminderDelivery.id.desc())
-        .limit(100)
-    ).all()
+    return dispatch.in_app_notifications(db.session, current_user)
 
 
 @bp.route("/notifications")
