@@ -25,6 +25,12 @@ def leads_token(make, rep):
     return make.token(rep, "leads")
 
 
+@pytest.fixture
+def write_token(make, rep):
+    """Answers of a ``write`` token name the existing customer of a duplicate (a leads token's do not)."""
+    return make.token(rep, "write")
+
+
 def _count(model) -> int:
     return db.session.scalar(select(func.count()).select_from(model))
 
@@ -109,22 +115,22 @@ def test_one_api_array_with_traditional_and_simplified_names_opens_a_conflict(ap
     ).all() == [(second["id"], first["id"])]
 
 
-def test_the_same_email_in_messy_forms_is_one_customer_stored_clean(api, leads_token, pool):
-    first = api(leads_token).post(
+def test_the_same_email_in_messy_forms_is_one_customer_stored_clean(api, write_token, pool):
+    first = api(write_token).post(
         "/api/v1/leads", json={"name": "星河科技", "email": "张三 <ZhangSan@xinghe.cn>"}
     )
     assert first.status_code == 201
     customer = db.session.get(Customer, first.json["id"])
     assert customer.email == "ZhangSan@xinghe.cn" and customer.email_key == "zhangsan@xinghe.cn"
     for raw in ("mailto:zhangsan@xinghe.cn", "zhang\u200bsan＠xinghe。cn", "\ufeffzhangsan@xinghe.cn\u00a0"):
-        again = api(leads_token).post("/api/v1/leads", json={"name": "星河", "email": raw})
+        again = api(write_token).post("/api/v1/leads", json={"name": "星河", "email": raw})
         assert (again.status_code, again.json["id"], again.json["matched_on"]) == (200, customer.id, "email")
     assert _count(Customer) == 1
 
 
-def test_a_duplicate_answer_carries_the_existing_customers_score_and_grade(api, leads_token, pool):
-    first = api(leads_token).post("/api/v1/leads", json={"name": "星河科技", "phone": "13800138000"}).json
-    again = api(leads_token).post("/api/v1/leads", json={"name": "星河科技", "phone": "138 0013 8000"})
+def test_a_duplicate_answer_carries_the_existing_customers_score_and_grade(api, write_token, pool):
+    first = api(write_token).post("/api/v1/leads", json={"name": "星河科技", "phone": "13800138000"}).json
+    again = api(write_token).post("/api/v1/leads", json={"name": "星河科技", "phone": "138 0013 8000"})
     customer = db.session.get(Customer, first["id"])
     assert again.status_code == 200
     assert (again.json["score"], again.json["grade"]) == (customer.score, customer.grade)

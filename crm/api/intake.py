@@ -106,9 +106,11 @@ def _outcome_json(outcome) -> dict:
     if leads_only_token():
         # A leads-only token learns whether its lead was taken, not who owns which customer: no owner,
         # pool or other customers' ids; a duplicate is not even given the existing customer's id.
-        if outcome.status == "duplicate":
-            return {"status": outcome.status}
-        return {"id": outcome.customer_id, "status": outcome.status}
+        lean = {"status": outcome.status} if outcome.status == "duplicate" else {
+            "id": outcome.customer_id, "status": outcome.status}  # fmt: skip
+        if outcome.warnings:  # about the lead's own fields
+            lean["warnings"] = _fields(outcome.warnings)
+        return lean
     body = {
         "id": outcome.customer_id,
         "status": outcome.status,

@@ -42,9 +42,10 @@ def upgrade():
 
 def downgrade():
     # The recomputed keys stay (the old folding is a subset of the new); only the schema is undone.
-    with op.batch_alter_table('customers', schema=None) as batch_op:
-        batch_op.drop_column('locked_by_id')
-        batch_op.drop_column('locked_at')
+    # Not batch mode: recreating customers on SQLite would lose its trigger (customers_keep_ledger) and
+    # trip over the triggers of other tables that name it. SQLite ≥ 3.35 drops a plain column itself.
+    for column in ('locked_by_id', 'locked_at'):
+        op.execute(f'ALTER TABLE customers DROP COLUMN {column}')
     with op.batch_alter_table('levels', schema=None) as batch_op:
         batch_op.drop_column('lock_quota')
     with op.batch_alter_table('pools', schema=None) as batch_op:
