@@ -358,13 +358,18 @@ def import_errors(batch_id: int, fmt: str):
 
 
 @bp.route("/intake/conflicts")
-@access(Role.ADMIN)
+@access(Role.MANAGER)
 def conflicts():
-    """查重冲突: possible duplicates to merge or mark distinct, with the conflict rate."""
+    """查重冲突: possible duplicates to merge or mark distinct, with the conflict rate. Managers see the pairs
+    between customers of their own team (``merge.conflict_scope``)."""
     state = request.args.get("state", "open")
     if state not in ("open", "resolved"):
         state = "open"
+    scope = merge.conflict_scope(db.session, current_user)
     query = select(DuplicateConflict)
+    count = select(func.count()).select_from(DuplicateConflict).where(DuplicateConflict.status == "open")
+    if scope is not None:
+        query, count = query.where(scope), count.where(scope)
     if state == "open":
         query = query.where(DuplicateConflict.status == "open").order_by(DuplicateConflict.created_at.desc())
     else:
@@ -380,12 +385,10 @@ def conflicts():
                 .where(Customer.id.in_(ids))
             ).all()
         )
-    open_count = db.session.scalar(
-        select(func.count()).select_from(DuplicateConflict).where(DuplicateConflict.status == "open")
-    )
+    rate = stats.conflict_rate(db.session, clock.now()) if current_user.is_admin else None
     return render(
-        "intake/conflicts.html", "conflict_list", items=items, owners=owners, state=state, open_count=open_count,
-        rate=stats.conflict_rate(db.session, clock.now()), customer_url=customer_url,
+        "intake/conflicts.html", "conflict_list", items=items, owners=owners, state=state,
+        open_count=db.session.scalar(count), rate=rate, customer_url=customer_url,
     )  # fmt: skip
 
 
@@ -393,11 +396,15 @@ def _conflict_or_404(conflict_id: int) -> DuplicateConflict:
     conflict = db.session.get(DuplicateConflict, conflict_id)
     if conflict is None:
         abort(404)
+    # A settled pair's owners changed with the merge; the service answers "already handled" then.
+    pair = (conflict.customer_id, conflict.candidate_id)
+    if conflict.status == "open" and not merge.may_resolve(db.session, current_user, pair):
+        abort(403)
     return conflict
 
 
 @bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["POST"])
-@access(Role.ADMIN)
+@access(Role.MANAGER)
 def conflict_merge(conflict_id: int):
     """Merge the pair; ``keep`` says which record survives (``candidate`` = the older one, default)."""
     conflict = _conflict_or_404(conflict_id)
@@ -417,7 +424,7 @@ def conflict_merge(conflict_id: int):
 
 
 @bp.route("/intake/conflicts/<int:conflict_id>/distinct", methods=["POST"])
-@access(Role.ADMIN)
+@access(Role.MANAGER)
 def conflict_distinct(conflict_id: int):
     """Not a duplicate: this pair is never flagged again."""
     _conflict_or_404(conflict_id)

@@ -19,7 +19,7 @@ from crm import clock, hooks
 from crm.access import access
 from crm.extensions import db
 from crm.htmx import redirect_htmx, render, toast, trigger
-from crm.models import Customer, Pool, Role, Stage, StageKind
+from crm.models import Customer, ExtensionRequest, Pool, Role, Stage, StageKind
 from crm.permissions import can_view_customer
 from crm.recycle import calendar, engine, services
 from crm.recycle.forms import (
@@ -316,10 +316,30 @@ def extension_requests():
     return render("recycle/requests.html", "extension_requests", **ctx)
 
 
+def _request_or_404(request_id: int) -> ExtensionRequest:
+    req = db.session.get(ExtensionRequest, request_id)
+    if req is None:
+        abort(404)
+    if not services.can_decide(db.session, current_user, req):
+        abort(403)
+    return req
+
+
+@bp.route("/extension-requests/<int:request_id>")
+@access(Role.MANAGER)
+def extension_request(request_id: int):
+    """One 延期申请 with its 批准 / 驳回 buttons: where the manager's notification leads."""
+    req = _request_or_404(request_id)
+    info = engine.due_info(db.session, req.customer, clock.now())
+    return render("recycle/request.html", "extension_request", req=req, info=info,
+                  decision_form=DecisionForm(formdata=None))  # fmt: skip
+
+
 def _decide(request_id: int, approve: bool):
     form = DecisionForm()
     message = _("已批准延期") if approve else _("已驳回延期申请")
     level = "success"
+    status = 200
     if form.validate_on_submit():
         try:
             services.decide_extension(
@@ -331,8 +351,17 @@ def _decide(request_id: int, approve: bool):
             if exc.status == 404:
                 abort(404, exc.message)
             message, level = exc.message, "error"
-    ctx = home_panel_context(db.session, None, current_user)
-    response = render("recycle/requests.html", "extension_requests", **ctx)
+            if exc.code == "invalid":
+                form.note.errors = [exc.message]
+                status = 422
+    if request.form.get("context") == "one":
+        req = _request_or_404(request_id)
+        info = engine.due_info(db.session, req.customer, clock.now())
+        response = render("recycle/request.html", "extension_request", status=status, req=req, info=info,
+                          decision_form=form)  # fmt: skip
+    else:
+        ctx = home_panel_context(db.session, None, current_user)
+        response = render("recycle/requests.html", "extension_requests", status=status, **ctx)
     return trigger(toast(response, message, level), "recycle-changed")
 
 

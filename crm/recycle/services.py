@@ -365,6 +365,8 @@ def decide_extension(
     if request.status != "pending":
         raise RecycleError("decided", _("该申请已处理。"), 409)
     note = (note or "").strip()[:500] or None
+    if not approve and note is None:
+        raise RecycleError("invalid", _("请填写驳回理由,申请人会看到。"), fields={"note": "required"})
     customer = _customer(session, request.customer_id)
     current = customer.holding_no == request.holding_no and customer.owner_id == request.requester_id
     if approve and current:

@@ -294,6 +294,15 @@ def mark_all_read():
     return redirect(url_for("reminders.notifications"))
 
 
+def _extension_request_id(reminder) -> int | None:
+    """The request a 延期申请 notice is about (its unique key is ``extension-request:<id>``)."""
+    prefix = "extension-request:"
+    if reminder.kind != ReminderKind.EXTENSION or not (reminder.unique_key or "").startswith(prefix):
+        return None
+    tail = reminder.unique_key[len(prefix) :]
+    return int(tail) if tail.isdigit() else None
+
+
 @bp.route("/notifications/<int:delivery_id>")
 @access(Role.REP)
 def open_notification(delivery_id: int):
@@ -306,6 +315,10 @@ def open_notification(delivery_id: int):
     reminder = delivery.reminder
     if reminder.kind == ReminderKind.SPOT_CHECK and current_user.is_manager:
         return redirect(url_for("followups.spot_checks"))
+    request_id = _extension_request_id(reminder)
+    if request_id is not None and current_user.is_manager:
+        # The manager's notice of a 延期申请 opens the decision itself (批准 is the next tap).
+        return redirect(url_for("recycle.extension_request", request_id=request_id))
     return redirect(customer_url(reminder.customer_id))
 
 

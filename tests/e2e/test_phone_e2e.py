@@ -1,0 +1,74 @@
+"""Phone experience, second pass (issue 20), in Chromium at 390×844: a manager approves an extension from
+its notification in two taps; the customer page's sticky action bar; each screen screenshotted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from crm import clock
+from crm.extensions import db
+from crm.models import ExtensionRequest, RuleKind
+from crm.recycle import services as recycle
+from crm.reminders.dispatch import fan_out
+from tests.e2e.conftest import assert_no_horizontal_scroll
+from tests.recycle_support import add_rule
+
+SH = clock.zone("Asia/Shanghai")
+NOW = datetime(2026, 3, 10, 10, 0, tzinfo=SH).astimezone(UTC)
+
+
+@pytest.fixture
+def frozen():
+    with clock.frozen(NOW):
+        yield NOW
+
+
+@pytest.fixture
+def team(make, rep, manager, frozen):
+    """The rep's customers under a 7-day rule; one 延期申请 waiting on the manager, its notice delivered."""
+    pool = make.pool("新线索池", members=[rep], admins=[manager])
+    add_rule(pool, RuleKind.NO_FOLLOWUP, days=7, warn_days=2)
+    customers = [
+        make.customer(
+            pool,
+            owner=rep,
+            name=n,
+            claimed_at=NOW - timedelta(days=d),
+            contact_name="王总",
+            phone=f"1380013800{i}",
+            wechat=f"wx_{i}",
+        )  # fmt: skip
+        for i, (n, d) in enumerate((("杭州星河科技有限公司", 6), ("苏州博远电子有限公司", 2)))
+    ]
+    req = recycle.request_extension(db.session, customers[0].id, rep, 5, "客户在外地出差,下周回来", NOW)
+    db.session.commit()
+    fan_out(db.session, NOW + timedelta(minutes=1))
+    db.session.commit()
+    return {"pool": pool, "customers": customers, "request": req}
+
+
+def test_manager_approves_an_extension_from_its_notification_in_two_taps(
+    page, live_server, login_as, manager, team, screenshot
+):
+    login_as(page, manager)
+    bar = page.locator(".bottombar")
+    assert bar.get_by_text("审批").is_visible() and bar.get_by_text("看板").is_visible()
+    assert bar.locator(".nav-badge").inner_text() == "1"
+    screenshot(page, "phone2-manager-home")
+    page.goto(f"{live_server}/notifications")
+    screenshot(page, "phone2-manager-notifications")
+    page.locator(".notification a").first.click()  # tap 1: the notice
+    page.wait_for_url("**/recycle/extension-requests/*")
+    assert_no_horizontal_scroll(page)
+    screenshot(page, "phone2-extension-request")
+    approve = page.get_by_role("button", name="批准延期 5 天")
+    box = approve.bounding_box()
+    assert box["y"] + box["height"] <= 844 - 60, "批准 must be visible without scrolling"
+    approve.click()  # tap 2: approved
+    page.locator("#extension_request .badge-ok").wait_for()
+    assert db.session.scalar(select(ExtensionRequest.status)) == "approved"
+    page.goto(f"{live_server}/approvals/")
+    screenshot(page, "phone2-approvals")
