@@ -215,6 +215,9 @@ ICONS = {
     "chart": '<path d="M4 20V10M10 20V4M16 20v-7M22 20H2"/>',
     "funnel": '<path d="M3 4h18l-7 8v6l-4 2v-8z"/>',
     "check": '<path d="M9 11l3 3 8-8"/><path d="M20 12v7a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2h11"/>',
+    "phone": '<path d="M5 3h4l2 5-3 2a11 11 0 0 0 6 6l2-3 5 2v4a2 2 0 0 1-2 2A17 17 0 0 1 3 5a2 2 0 0 1 2-2z"/>',
+    "chat": '<path d="M4 5h16v11H9l-5 4z"/>',
+    "clock": '<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>',
     "bell": '<path d="M6 16V11a6 6 0 0 1 12 0v5l2 2H4zM10 20a2 2 0 0 0 4 0"/>',
 }
 

@@ -137,7 +137,15 @@ def page_context(customer: Customer) -> dict:
         "kind_labels": KIND_LABELS,
         "now": now,
         "prev_window": pool_services.previous_owner_window(customer, pool) if pool and in_pool else None,
+        "suggest_extension": _suggest_extension(customer, me, now),
     }
+
+
+def _suggest_extension(customer: Customer, me: User, now) -> bool:
+    """申请延期 in the action bar when a recycle is near (the recycle feature decides)."""
+    from crm.recycle.services import extension_suggested
+
+    return extension_suggested(db.session, customer, me, now)
 
 
 @bp.route("/<int:customer_id>")

@@ -450,3 +450,21 @@ def customer_requests(session: Session, customer: Customer) -> list[ExtensionReq
             .order_by(ExtensionRequest.id.desc())
         )
     )
+
+
+def extension_suggested(session: Session, customer: Customer, user: User, now: datetime) -> bool:
+    """Whether the customer page offers 申请延期 in its action bar: the user owns the customer, a recycle is
+    near (its warning time has come, or it is due within two days) and no request is pending."""
+    from crm.recycle.engine import due_info
+
+    if customer.owner_id != user.id:
+        return False
+    info = due_info(session, customer, now)
+    if info.due is None:
+        return False
+    near = info.state != "ok" or (info.due.warn_at is not None and info.due.warn_at <= now)
+    near = near or info.due.due_at - now <= timedelta(days=2)
+    if not near:
+        return False
+    return not any(r.status == "pending" and r.holding_no == customer.holding_no
+                   for r in customer_requests(session, customer))  # fmt: skip

@@ -234,6 +234,18 @@
     var select = evt.target.closest && evt.target.closest("[data-autosubmit]");
     if (select && select.form) select.form.submit();
   });
+  // [data-open-details="#id"]: opens that <details> and brings it into view (the action bar's 申请延期).
+  document.addEventListener("click", function (evt) {
+    var link = evt.target.closest && evt.target.closest("[data-open-details]");
+    if (!link) return;
+    var box = document.querySelector(link.dataset.openDetails);
+    if (!box) return;
+    evt.preventDefault();
+    box.open = true;
+    box.scrollIntoView({ block: "center", behavior: "smooth" });
+    var first = box.querySelector("input, textarea, select");
+    if (first) first.focus({ preventScroll: true });
+  });
   document.addEventListener("click", function (evt) {
     var btn = evt.target.closest && evt.target.closest("[data-clear-closest]");
     if (!btn) return;

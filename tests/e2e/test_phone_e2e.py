@@ -13,7 +13,7 @@ from crm.extensions import db
 from crm.models import ExtensionRequest, RuleKind
 from crm.recycle import services as recycle
 from crm.reminders.dispatch import fan_out
-from tests.e2e.conftest import assert_no_horizontal_scroll
+from tests.e2e.conftest import SHOTS, assert_no_horizontal_scroll
 from tests.recycle_support import add_rule
 
 SH = clock.zone("Asia/Shanghai")
@@ -41,7 +41,9 @@ def team(make, rep, manager, frozen):
             phone=f"1380013800{i}",
             wechat=f"wx_{i}",
         )  # fmt: skip
-        for i, (n, d) in enumerate((("杭州星河科技有限公司", 6), ("苏州博远电子有限公司", 2)))
+        for i, (n, d) in enumerate(
+            (("杭州星河科技有限公司", 6), ("苏州博远电子有限公司", 2), ("上海云启软件有限公司", 6))
+        )
     ]
     req = recycle.request_extension(db.session, customers[0].id, rep, 5, "客户在外地出差,下周回来", NOW)
     db.session.commit()
@@ -72,3 +74,33 @@ def test_manager_approves_an_extension_from_its_notification_in_two_taps(
     assert db.session.scalar(select(ExtensionRequest.status)) == "approved"
     page.goto(f"{live_server}/approvals/")
     screenshot(page, "phone2-approvals")
+
+
+def test_follow_up_from_the_customer_page_in_three_taps_without_scrolling(
+    page, live_server, login_as, rep, team, screenshot
+):
+    customer = team["customers"][2]  # due in a day, no request yet
+    login_as(page, rep)
+    page.goto(f"{live_server}/customers/{customer.id}")
+    assert_no_horizontal_scroll(page)
+    bar = page.locator(".cp-bar")
+    for label in ("写跟进", "拨打", "微信", "提醒", "申请延期"):
+        assert bar.get_by_text(label).is_visible(), label
+    score = page.locator("#panel-score details")
+    assert score.get_attribute("open") is None and not page.locator(".score-lines").is_visible()
+    screenshot(page, "phone2-customer")
+    page.screenshot(path=str(SHOTS / "phone2-customer-viewport.png"))
+    bar.get_by_text("写跟进").click()  # tap 1: the sheet opens with the cursor in 沟通内容
+    content = page.locator("#followup-sheet textarea[name=content]")
+    content.wait_for()
+    page.wait_for_function("document.activeElement && document.activeElement.name === 'content'")
+    page.keyboard.type("电话沟通,客户下周看方案")
+    page.locator("#followup-sheet input[name=next_plan]").click()  # tap 2
+    page.keyboard.type("发报价单")
+    page.locator("#followup-sheet button[type=submit]").first.click()  # tap 3
+    page.locator("#sheet .sheet-card").wait_for(state="detached")
+    page.locator("#timeline").get_by_text("电话沟通,客户下周看方案").wait_for()
+    assert page.evaluate("window.scrollY") == 0
+    bar.get_by_text("申请延期").click()
+    page.locator("#extension-action[open]").wait_for()
+    screenshot(page, "phone2-customer-extension")
