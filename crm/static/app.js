@@ -2,22 +2,39 @@
 (function () {
   "use strict";
 
-  function toast(message, level) {
+  // One toast at a time (a new one replaces the last); it never catches taps, except its 撤销 button.
+  // ``undo``: {url, label} — a button that POSTs there (htmx, with the CSRF header) within the toast's life.
+  function toast(message, level, undo) {
     var box = document.getElementById("toasts");
     if (!box || !message) return;
+    box.innerHTML = "";
     var el = document.createElement("div");
     el.className = "toast toast-" + (level || "info");
     el.setAttribute("role", level === "error" ? "alert" : "status");
-    el.textContent = message;
+    var text = document.createElement("span");
+    text.textContent = message;
+    el.appendChild(text);
+    if (undo && undo.url) {
+      var btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "toast-undo";
+      btn.textContent = undo.label || "撤销";
+      btn.addEventListener("click", function () {
+        el.remove();
+        if (window.htmx) window.htmx.ajax("POST", undo.url, { swap: "none", source: document.body });
+      });
+      el.appendChild(btn);
+    }
     box.appendChild(el);
-    setTimeout(function () { el.classList.add("leaving"); }, 4200);
-    setTimeout(function () { el.remove(); }, 4800);
+    var life = undo ? 6000 : 3000;
+    setTimeout(function () { el.classList.add("leaving"); }, life);
+    setTimeout(function () { el.remove(); }, life + 500);
   }
   window.crmToast = toast;
 
   document.addEventListener("crm:toast", function (evt) {
     var d = evt.detail || {};
-    toast(d.message || d.value, d.level);
+    toast(d.message || d.value, d.level, d.undo);
   });
 
   // A failed htmx request shows a small error toast instead of nothing.
@@ -201,7 +218,7 @@
     var rows = box ? box.querySelectorAll(".quote-row:not(.quote-head)") : [];
     if (!rows.length) return;
     var copy = rows[rows.length - 1].cloneNode(true);
-    copy.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    copy.querySelectorAll("input").forEach(function (i) { i.value = i.name === "item_qty" ? "1" : ""; });
     rows[rows.length - 1].after(copy);
   });
 })();
@@ -245,6 +262,12 @@
     box.scrollIntoView({ block: "center", behavior: "smooth" });
     var first = box.querySelector("input, textarea, select");
     if (first) first.focus({ preventScroll: true });
+  });
+  // Arriving at a customer page with #extension-action (the workbench's 申请延期) opens that form.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (location.hash !== "#extension-action") return;
+    var box = document.getElementById("extension-action");
+    if (box) { box.open = true; box.scrollIntoView({ block: "center" }); }
   });
   document.addEventListener("click", function (evt) {
     var btn = evt.target.closest && evt.target.closest("[data-clear-closest]");

@@ -104,3 +104,35 @@ def test_follow_up_from_the_customer_page_in_three_taps_without_scrolling(
     bar.get_by_text("申请延期").click()
     page.locator("#extension-action[open]").wait_for()
     screenshot(page, "phone2-customer-extension")
+
+
+def test_done_on_the_workbench_can_be_undone_from_its_toast(page, live_server, login_as, rep, team, make):
+    from crm.models import Reminder
+
+    customer = team["customers"][1]
+    r = make.reminder(
+        rep, customer=customer, kind="custom", title="确认合同盖章", due_at=NOW + timedelta(hours=2)
+    )
+    login_as(page, rep)
+    item = page.locator(f"#r-{r.id}")
+    item.get_by_role("button", name="完成").click()
+    undo = page.locator("#toasts .toast-undo")
+    undo.wait_for()
+    item.wait_for(state="detached")
+    undo.click()
+    page.locator(f"#r-{r.id}").wait_for()
+    db.session.expire_all()
+    assert db.session.get(Reminder, r.id).status == "open"
+    # A planned contact's 完成 first asks whether to log a follow-up.
+    planned = make.reminder(
+        rep,
+        customer=team["customers"][2],
+        kind="next_contact",
+        title="联系: 报价",
+        due_at=NOW + timedelta(hours=3),
+    )
+    page.reload()
+    row = page.locator(f"#r-{planned.id}")
+    row.locator("summary", has_text="完成").click()
+    assert row.get_by_text("写跟进再完成").is_visible() and row.get_by_text("不记录,直接完成").is_visible()
+    page.screenshot(path=str(SHOTS / "phone2-done-ask.png"))
