@@ -77,6 +77,9 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     install_web_hooks(app)
+    from crm.assets import install_assets
+
+    install_assets(app)
     app.before_request(access.enforce)
 
     from crm.cli import register_cli
