@@ -263,6 +263,13 @@
     var first = box.querySelector("input, textarea, select");
     if (first) first.focus({ preventScroll: true });
   });
+  // A field's error goes away as soon as the user corrects it (the server checks again on save).
+  document.addEventListener("input", function (evt) {
+    var box = evt.target.closest && evt.target.closest(".field.has-error");
+    if (!box) return;
+    box.classList.remove("has-error");
+    box.querySelectorAll(".errors").forEach(function (ul) { ul.remove(); });
+  });
   // Arriving at a customer page with #extension-action (the workbench's 申请延期) opens that form.
   document.addEventListener("DOMContentLoaded", function () {
     if (location.hash !== "#extension-action") return;
