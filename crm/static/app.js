@@ -263,6 +263,17 @@
     var first = box.querySelector("input, textarea, select");
     if (first) first.focus({ preventScroll: true });
   });
+  // A form that comes back with errors (422) brings the first one into view: on a phone it is often
+  // off-screen (a long settings page whose save button is pinned at the bottom).
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    if (!evt.detail.xhr || evt.detail.xhr.status !== 422) return;
+    var root = evt.detail.target && evt.detail.target.isConnected ? evt.detail.target : document;
+    var first = root.querySelector(".has-error, .alert, .errors, [role=alert]");
+    if (!first) return;
+    var box = first.closest("details");
+    if (box) box.open = true;
+    first.scrollIntoView({ block: "center", behavior: "smooth" });
+  });
   // A field's error goes away as soon as the user corrects it (the server checks again on save).
   document.addEventListener("input", function (evt) {
     var box = evt.target.closest && evt.target.closest(".field.has-error");
