@@ -4,7 +4,7 @@ home panels, the polling fragment and ``GET /api/v1/inbox``."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -282,3 +282,25 @@ def test_planned_contact_done_asks_about_a_follow_up_and_recycle_warning_offers_
         html = rep_client.get("/").get_data(as_text=True)
     assert "完成前记录一条跟进?" in html and "不记录,直接完成" in html
     assert f'href="/customers/{owned.id}#extension-action"' in html and "申请延期" in html
+
+
+def test_newly_claimed_customers_awaiting_first_contact_show_with_the_time_left(rep_client, make, rep):
+    from crm.models import RuleKind
+    from tests.recycle_support import add_rule
+
+    pool = make.pool(members=[rep])
+    add_rule(pool, RuleKind.NO_FIRST_CONTACT, hours=24)
+    now = sh(2026, 3, 10, 10, 0)
+    waiting = make.customer(pool, owner=rep, name="新领的客户甲", claimed_at=now - timedelta(hours=4))
+    make.customer(
+        pool, owner=rep, name="已联系的客户乙", claimed_at=now - timedelta(hours=4), first_contact_at=now
+    )
+    make.customer(pool, owner=rep, name="很久以前的客户丙", claimed_at=now - timedelta(days=30))
+    with clock.frozen(now):
+        html = rep_client.get("/").get_data(as_text=True)
+        panel = rep_client.get("/recycle/first-contact", headers={"HX-Request": "true"}).get_data(
+            as_text=True
+        )
+    assert "新领取待首联" in html and "新领的客户甲" in html and "剩 20 小时" in html
+    assert "已联系的客户乙" not in html and "很久以前的客户丙" not in html
+    assert f"/customers/{waiting.id}" in panel

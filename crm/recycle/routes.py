@@ -379,6 +379,23 @@ def reject_extension(request_id: int):
     return _decide(request_id, False)
 
 
+# ---------------------------------------------------------------- first contact (workbench)
+
+
+def first_contact_context(session, _subject, user) -> dict | None:
+    """Workbench panel: customers just claimed that wait for their first contact, with the time left."""
+    items = services.awaiting_first_contact(session, user, clock.now())
+    return {"rows": items} if items else None
+
+
+@bp.route("/first-contact")
+@access(Role.REP)
+def first_contact():
+    """The 新领取待首联 panel alone (it refreshes itself after a follow-up is saved)."""
+    ctx = first_contact_context(db.session, None, current_user) or {"rows": []}
+    return render("recycle/_home_first_contact.html", ctx=ctx)
+
+
 # ---------------------------------------------------------------- extension points
 
 
@@ -392,6 +409,7 @@ def _register() -> None:
     hooks.register_home_panel(
         30, "extension_requests", "recycle/_home_extensions.html", home_panel_context, min_role=Role.MANAGER
     )
+    hooks.register_home_panel(5, "first_contact", "recycle/_home_first_contact.html", first_contact_context)
     hooks.register_customer_json(customer_json)
 
 
