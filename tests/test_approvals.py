@@ -145,3 +145,29 @@ def test_manager_cannot_touch_a_conflict_outside_their_team(manager_client, make
     with pytest.raises(merge.MergeError):
         merge.mark_distinct(db.session, conflict.id, manager, T0)
     assert db.session.get(DuplicateConflict, conflict.id).status == "open"
+
+
+def test_conflict_merge_sheet_shows_both_records_and_merges_in_place(
+    manager_client, make, pool, rep, manager
+):
+    other_rep = make.user(Role.REP, name="小李")
+    other_rep.team = rep.team
+    db.session.commit()
+    conflict = _conflict(make, pool, rep, other_rep)
+    sheet = manager_client.get(f"/intake/conflicts/{conflict.id}/merge", headers=HX)
+    html = sheet.get_data(as_text=True)
+    assert sheet.status_code == 200 and html.lstrip().startswith('<div class="sheet-card merge-sheet"')
+    assert "南京明德教育科技有限公司" in html and "南京明德教育科技发展有限公司" in html
+    assert "小王" in html and "小李" in html and "保留已有,合并新线索" in html
+    done = manager_client.post(
+        f"/intake/conflicts/{conflict.id}/merge", data={"keep": "candidate"}, headers=HX
+    )
+    body = done.get_data(as_text=True)
+    assert (
+        done.status_code == 200 and 'id="conflict_list"' in body and 'id="sheet" hx-swap-oob="true"' in body
+    )
+    assert "crm:toast" in done.headers["HX-Trigger"]
+    assert db.session.get(Customer, conflict.customer_id).merged_into_id == conflict.candidate_id
+    assert (
+        manager_client.get(f"/intake/conflicts/{conflict.id}/merge").status_code == 200
+    )  # a page without htmx

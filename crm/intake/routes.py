@@ -17,7 +17,7 @@ from crm.access import access
 from crm.customers.views import MERGED_INTO, merged_redirect
 from crm.extensions import csrf, db
 from crm.forms import choices
-from crm.htmx import redirect_htmx, render, render_fragment
+from crm.htmx import is_htmx, redirect_htmx, render, render_fragment, toast
 from crm.intake import importer, merge, public, stats
 from crm.intake.dedupe import Keys, exact_matches, fuzzy_matches
 from crm.intake.forms import (
@@ -438,11 +438,15 @@ def _conflict_or_404(conflict_id: int) -> DuplicateConflict:
     return conflict
 
 
-@bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["POST"])
+@bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["GET", "POST"])
 @access(Role.MANAGER)
 def conflict_merge(conflict_id: int):
-    """Merge the pair; ``keep`` says which record survives (``candidate`` = the older one, default)."""
+    """GET: the merge sheet, both records side by side. POST: merge the pair; ``keep`` says which record
+    survives (``candidate`` = the older one, default). htmx gets the refreshed queue and the sheet closes."""
     conflict = _conflict_or_404(conflict_id)
+    if request.method == "GET":
+        return render("intake/merge.html", "merge_sheet", c=conflict, owners=_owner_names(conflict),
+                      customer_url=customer_url)  # fmt: skip
     keep_new = request.form.get("keep") == "customer"
     winner, loser = (
         (conflict.customer_id, conflict.candidate_id)
@@ -452,10 +456,25 @@ def conflict_merge(conflict_id: int):
     try:
         customer = merge.merge(db.session, winner, loser, current_user, clock.now(), conflict_id=conflict.id)
     except merge.MergeError as exc:
-        flash(exc.message, "error")
+        message, level = exc.message, "error"
     else:
-        flash(_("已合并到「%(name)s」,所有记录都已保留。", name=customer.name), "success")
-    return redirect_htmx(url_for("intake.conflicts"))
+        message, level = _("已合并到「%(name)s」,所有记录都已保留。", name=customer.name), "success"
+    if not is_htmx():
+        flash(message, level)
+        return redirect_htmx(url_for("intake.conflicts"))
+    response = conflicts()
+    response.set_data(response.get_data() + b'<div id="sheet" hx-swap-oob="true" aria-live="polite"></div>')
+    return toast(response, message, level)
+
+
+def _owner_names(conflict: DuplicateConflict) -> dict[int, str]:
+    return dict(
+        db.session.execute(
+            select(Customer.id, User.name)
+            .join(User, User.id == Customer.owner_id)
+            .where(Customer.id.in_([conflict.customer_id, conflict.candidate_id]))
+        ).all()
+    )
 
 
 @bp.route("/intake/conflicts/<int:conflict_id>/distinct", methods=["POST"])

@@ -136,3 +136,31 @@ def test_done_on_the_workbench_can_be_undone_from_its_toast(page, live_server, l
     row.locator("summary", has_text="完成").click()
     assert row.get_by_text("写跟进再完成").is_visible() and row.get_by_text("不记录,直接完成").is_visible()
     page.screenshot(path=str(SHOTS / "phone2-done-ask.png"))
+
+
+def test_manager_merges_a_conflict_in_a_sheet(
+    page, live_server, login_as, rep, manager, team, make, screenshot
+):
+    from crm.models import Customer, DuplicateConflict, Role
+
+    other = make.user(Role.REP, name="小李")
+    other.team = rep.team
+    db.session.commit()
+    a = make.customer(team["pool"], owner=rep, name="南京明德教育科技有限公司", phone="13900001111")
+    b = make.customer(team["pool"], owner=other, name="南京明德教育科技发展有限公司", phone="13900002222")
+    db.session.add(DuplicateConflict(customer_id=b.id, candidate_id=a.id, similarity=96.0, status="open",
+                                     reason="名称相似", created_at=NOW))  # fmt: skip
+    db.session.commit()
+    login_as(page, manager)
+    page.goto(f"{live_server}/intake/conflicts")
+    page.get_by_role("link", name="合并…").click()
+    sheet = page.locator("#merge-sheet")
+    sheet.wait_for()
+    assert sheet.get_by_text("小王").is_visible() and sheet.get_by_text("小李").is_visible()
+    page.screenshot(path=str(SHOTS / "phone2-merge-sheet.png"))
+    sheet.get_by_role("button", name="保留已有,合并新线索").click()
+    sheet.wait_for(state="detached")
+    page.get_by_text("没有待处理的查重冲突").wait_for()
+    db.session.expire_all()
+    assert db.session.get(Customer, b.id).merged_into_id == a.id
+    screenshot(page, "phone2-conflicts-after-merge")
