@@ -177,7 +177,25 @@ def holidays():
             f"{h.day.isoformat()},{'班' if h.is_workday else '休'},{h.name}" for h in days
         )
     return render("recycle/holidays.html", "holiday_form" if status != 200 else None, status=status,
-                  year=year, days=days, form=form, errors=errors)  # fmt: skip
+                  year=year, days=days, form=form, errors=errors, months=_months(year, days))  # fmt: skip
+
+
+def _months(year: int, days) -> list[tuple[int, list[list[tuple[date | None, str]]]]]:
+    """The year as 12 month grids (weeks from Monday) of (day, state): state is 休 / 班 / weekend / ''."""
+    import calendar as pycal
+
+    marks = {h.day: ("off" if not h.is_workday else "work") for h in days}
+    grid = pycal.Calendar(firstweekday=0)
+    months = []
+    for month in range(1, 13):
+        weeks = []
+        for week in grid.monthdatescalendar(year, month):
+            weeks.append([
+                (d, marks.get(d) or ("weekend" if d.weekday() >= 5 else "")) if d.month == month else (None, "")
+                for d in week
+            ])  # fmt: skip
+        months.append((month, weeks))
+    return months
 
 
 @bp.route("/runs")

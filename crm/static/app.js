@@ -274,6 +274,36 @@
     if (box) box.open = true;
     first.scrollIntoView({ block: "center", behavior: "smooth" });
   });
+  // Holiday calendar (recycle/holidays.html): a tap on a day cycles 放假 → 调休上班 → 普通 and rewrites its
+  // line in the textarea the form posts ("YYYY-MM-DD,休|班,名称").
+  document.addEventListener("click", function (evt) {
+    var btn = evt.target.closest && evt.target.closest("[data-hday]");
+    if (!btn) return;
+    var picker = btn.closest("[data-holiday-picker]");
+    var area = picker && document.querySelector(picker.dataset.holidayPicker);
+    if (!area) return;
+    evt.preventDefault();
+    var day = btn.dataset.hday;
+    var lines = area.value.split("\n").filter(function (l) { return l.trim(); });
+    var idx = -1;
+    lines.forEach(function (l, i) { if (l.trim().indexOf(day) === 0) idx = i; });
+    var name = (picker.querySelector("[data-holiday-name]") || {}).value || "";
+    var weekend = [0, 6].indexOf(new Date(day + "T00:00:00").getDay()) >= 0;
+    btn.classList.remove("off", "work", "weekend");
+    if (idx < 0) {
+      lines.push(day + ",休," + name);
+      btn.classList.add("off");
+    } else if (lines[idx].split(",")[1] === "休") {
+      var parts = lines[idx].split(",");
+      lines[idx] = day + ",班," + (parts.slice(2).join(",") || name);
+      btn.classList.add("work");
+    } else {
+      lines.splice(idx, 1);
+      if (weekend) btn.classList.add("weekend");
+    }
+    lines.sort();
+    area.value = lines.join("\n");
+  });
   // A field's error goes away as soon as the user corrects it (the server checks again on save).
   document.addEventListener("input", function (evt) {
     var box = evt.target.closest && evt.target.closest(".field.has-error");

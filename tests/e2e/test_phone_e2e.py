@@ -164,3 +164,29 @@ def test_manager_merges_a_conflict_in_a_sheet(
     db.session.expire_all()
     assert db.session.get(Customer, b.id).merged_into_id == a.id
     screenshot(page, "phone2-conflicts-after-merge")
+
+
+def test_admin_picks_holidays_on_a_month_calendar(page, live_server, login_as, admin, frozen):
+    from crm.models import Holiday
+
+    login_as(page, admin)
+    page.goto(f"{live_server}/admin/")
+    assert page.get_by_role("link", name="节假日").is_visible()  # the 管理 menu, one row per screen
+    page.screenshot(path=str(SHOTS / "phone2-admin-menu.png"))
+    page.goto(f"{live_server}/recycle/holidays?year=2027")
+    assert not page.locator(".admin-tabs").is_visible() and page.locator(".admin-back").is_visible()
+    page.fill("[data-holiday-name]", "公司年会")
+    page.locator('[data-hday="2027-11-11"]').click()  # 放假
+    page.locator('[data-hday="2027-11-13"]').click()
+    page.locator('[data-hday="2027-11-13"]').click()  # a second tap: 调休上班
+    page.screenshot(path=str(SHOTS / "phone2-holidays.png"))
+    page.get_by_role("button", name="保存").click()
+    page.wait_for_load_state("networkidle")
+    db.session.expire_all()
+    saved = {
+        h.day.isoformat(): (h.is_workday, h.name)
+        for h in db.session.query(Holiday).all()
+        if h.day.year == 2027
+    }
+    assert saved["2027-11-11"] == (False, "公司年会") and saved["2027-11-13"] == (True, "公司年会")
+    assert saved["2027-01-01"] == (False, "元旦")  # the rest of the year is kept
