@@ -103,12 +103,16 @@ def _lighthouse(url: str, cookie: str | None, out: Path) -> dict[str, int]:
         cmd.append("--extra-headers=" + json.dumps({"Cookie": cookie}))
     subprocess.run(cmd, check=True, env={**os.environ, "CHROME_PATH": CHROMIUM})
     report = json.loads(out.read_text())
+    final = report.get("finalDisplayedUrl") or report.get("finalUrl") or ""
+    if cookie and "/login" in final:
+        raise SystemExit(f"{url} ended on the login page: the session cookie was not accepted")
     return {k: round(100 * (report["categories"][k]["score"] or 0)) for k in CATEGORIES}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the database and the JSON reports")
+    parser.add_argument("--only", default="", help="run only the pages whose label contains this text")
     args = parser.parse_args()
     if not LH.exists():
         raise SystemExit("Lighthouse is missing: (cd bench/lighthouse && npm install lighthouse@12)")
@@ -143,7 +147,7 @@ def main() -> int:
         ]
         worst = 100
         print(f"{'page':28} " + " ".join(f"{c[:13]:>14}" for c in CATEGORIES))
-        for label, path, jar in pages:
+        for label, path, jar in [p for p in pages if args.only in p[0]]:
             scores = _lighthouse(
                 base + path, jar, workdir / f"{path.strip('/').replace('/', '_') or 'home'}.json"
             )
