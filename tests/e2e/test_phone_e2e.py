@@ -190,3 +190,18 @@ def test_admin_picks_holidays_on_a_month_calendar(page, live_server, login_as, a
     }
     assert saved["2027-11-11"] == (False, "公司年会") and saved["2027-11-13"] == (True, "公司年会")
     assert saved["2027-01-01"] == (False, "元旦")  # the rest of the year is kept
+
+
+def test_board_shows_claim_disabled_with_the_reason_at_the_daily_limit(
+    page, live_server, login_as, rep, make, frozen
+):
+    pool = make.pool("限额池", members=[rep], daily_claim_limit=1)
+    first, second = make.customer(pool, name="第一家有限公司"), make.customer(pool, name="第二家有限公司")
+    login_as(page, rep)
+    page.goto(f"{live_server}/pools/{pool.id}")
+    page.locator(f"#c-{first.id}").get_by_role("button", name="领取").click()
+    page.locator(f"#c-{first.id}.is-claimed").wait_for()
+    page.reload()
+    button = page.locator(f"#c-{second.id}").get_by_role("button", name="领取")
+    assert button.is_disabled() and page.locator(f"#why-{second.id}").inner_text() == "今日已领 1/1"
+    page.screenshot(path=str(SHOTS / "phone2-board-limit.png"))
