@@ -30,6 +30,7 @@ BLUEPRINTS = [
     "crm.pipeline.routes",
     "crm.reports.routes",
     "crm.ops.routes",
+    "crm.approvals.routes",
 ]
 
 
@@ -76,10 +77,12 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(module.bp)
     install_error_handlers(app)
     install_web_hooks(app)
+    from crm.assets import install_assets
     from crm.ops import install_ops
 
     # Request id, log line, metrics, heartbeat: before access.enforce, so they see every request.
     install_ops(app)
+    install_assets(app)
     app.before_request(access.enforce)
 
     from crm.cli import register_cli

@@ -46,9 +46,13 @@ def trigger(response: Response, event: str, detail: object = True) -> Response:
     return response
 
 
-def toast(response: Response, message: str, level: str = "info") -> Response:
-    """Show a small toast message in the browser (handled by ``app.js``)."""
-    return trigger(response, "crm:toast", {"message": message, "level": level})
+def toast(response: Response, message: str, level: str = "info", undo: dict | None = None) -> Response:
+    """Show a small toast message in the browser (handled by ``app.js``); ``undo`` = ``{"url", "label"}``
+    adds a 撤销 button that POSTs to ``url`` while the toast shows."""
+    detail = {"message": message, "level": level}
+    if undo:
+        detail["undo"] = undo
+    return trigger(response, "crm:toast", detail)
 
 
 def redirect_htmx(url: str) -> Response:

@@ -154,39 +154,54 @@ def fmt_relative(value: datetime | None) -> str:
     return ngettext("%(num)d 天前", "%(num)d 天前", n)
 
 
-# (endpoint, label, icon, shown in the phone's bottom bar). Items whose feature is not installed are hidden.
+# (endpoint, label, icon, shown in the phone's bottom bar, least role). Items whose feature is not installed
+# are hidden. Managers' bottom bar trades 新建 (still in the avatar menu) for 审批 and 看板.
 NAV = [
     ("main.home", _l("工作台"), "inbox", True, Role.REP),
     ("pool.index", _l("公海"), "pool", True, Role.REP),
     ("customers.index", _l("客户"), "users", True, Role.REP),
     ("intake.new", _l("新建"), "plus", True, Role.REP),
     ("pipeline.board", _l("商机"), "funnel", True, Role.REP),
-    ("reports.dashboard", _l("看板"), "chart", False, Role.MANAGER),
+    ("approvals.index", _l("审批"), "check", True, Role.MANAGER),
+    ("reports.dashboard", _l("看板"), "chart", True, Role.MANAGER),
     ("admin.index", _l("管理"), "gear", False, Role.ADMIN),
 ]
+NOT_PRIMARY_FOR_MANAGERS = {"intake.new"}
 
 
 def nav_items() -> list[dict]:
-    """The navigation for the signed-in user: bottom bar on phones, side bar on laptops."""
+    """The navigation for the signed-in user: bottom bar on phones, side bar on laptops (cached per request:
+    the layout asks three times). The 审批 entry carries the count of what waits on the manager."""
     if not current_user.is_authenticated:
         return []
-    from flask import current_app, url_for
+    from flask import current_app, g, url_for
 
+    if "nav_items" in g:
+        return g.nav_items
     items = []
     for endpoint, label, icon_name, primary, role in NAV:
         if endpoint not in current_app.view_functions or not current_user.has_role(role):
             continue
+        if current_user.is_manager and endpoint in NOT_PRIMARY_FOR_MANAGERS:
+            primary = False
         section = endpoint.split(".")[0]
+        badge = 0
+        if endpoint == "approvals.index":
+            from crm.approvals.routes import badge_counts
+
+            badge = badge_counts().total
         items.append(
             {
                 "url": url_for(endpoint),
                 "label": str(label),
                 "icon": icon_name,
                 "primary": primary,
+                "badge": badge,
                 "active": request.endpoint == endpoint
                 or (section != "main" and request.blueprint == section),
             }
         )
+    g.nav_items = items
     return items
 
 
@@ -199,6 +214,10 @@ ICONS = {
     "gear": '<circle cx="12" cy="12" r="3"/><path d="M12 2v3M12 19v3M2 12h3M19 12h3M5 5l2 2M17 17l2 2M5 19l2-2M17 7l2-2"/>',
     "chart": '<path d="M4 20V10M10 20V4M16 20v-7M22 20H2"/>',
     "funnel": '<path d="M3 4h18l-7 8v6l-4 2v-8z"/>',
+    "check": '<path d="M9 11l3 3 8-8"/><path d="M20 12v7a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2V5a2 2 0 0 1 2-2h11"/>',
+    "phone": '<path d="M5 3h4l2 5-3 2a11 11 0 0 0 6 6l2-3 5 2v4a2 2 0 0 1-2 2A17 17 0 0 1 3 5a2 2 0 0 1 2-2z"/>',
+    "chat": '<path d="M4 5h16v11H9l-5 4z"/>',
+    "clock": '<circle cx="12" cy="12" r="9"/><path d="M12 7v5l3 2"/>',
     "bell": '<path d="M6 16V11a6 6 0 0 1 12 0v5l2 2H4zM10 20a2 2 0 0 0 4 0"/>',
 }
 

@@ -3,7 +3,8 @@ home panels, the polling fragment and ``GET /api/v1/inbox``."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -82,7 +83,8 @@ def test_sections_stalled_and_recycle(make, rep, owned):
 def test_counts_and_done_and_snooze_update_the_fragment(rep_client, make, rep, owned):
     now = sh(2026, 3, 10, 10, 0)
     due = make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 10, 15, 0))
-    other = make.reminder(rep, customer=owned, kind="custom", due_at=sh(2026, 3, 10, 16, 0), title="发报价")
+    second = make.customer(owned.pool, owner=rep, name="杭州星河科技有限公司")
+    other = make.reminder(rep, customer=second, kind="custom", due_at=sh(2026, 3, 10, 16, 0), title="发报价")
     late = make.reminder(rep, customer=owned, kind="cadence", due_at=sh(2026, 3, 8, 10, 0))
     with clock.frozen(now):
         html = rep_client.get("/inbox/sections", headers={"HX-Request": "true"}).get_data(as_text=True)
@@ -177,7 +179,8 @@ def test_manager_sees_the_teams_overdue_and_home_panels(
 
 def test_api_inbox(api, make, rep, owned):
     make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 10, 15, 0))
-    make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 9, 15, 0))
+    second = make.customer(owned.pool, owner=rep, name="杭州星河科技有限公司")
+    make.reminder(rep, customer=second, kind="next_contact", due_at=sh(2026, 3, 9, 15, 0))
     token = make.token(rep)
     with clock.frozen(sh(2026, 3, 10, 23, 59)):
         body = api(token).get("/api/v1/inbox").json
@@ -213,7 +216,8 @@ def test_polling_an_unchanged_inbox_answers_204(rep_client, make, rep, owned):
         version = html.split('"v": "', 1)[1].split('"', 1)[0]
         same = rep_client.get(f"/inbox/sections?v={version}", headers={"HX-Request": "true"})
         assert same.status_code == 204 and same.data == b""
-        make.reminder(rep, customer=owned, kind="custom", due_at=sh(2026, 3, 10, 16, 0))
+        second = make.customer(owned.pool, owner=rep, name="杭州星河科技有限公司")
+        make.reminder(rep, customer=second, kind="custom", due_at=sh(2026, 3, 10, 16, 0))
         changed = rep_client.get(f"/inbox/sections?v={version}", headers={"HX-Request": "true"})
         assert (
             changed.status_code == 200
@@ -237,3 +241,66 @@ def test_cli_generate_and_spot_checks(app, make, rep):
     assert "new_customer   0" in again.output
     sampled = runner.invoke(args=["crm", "spot-checks", "--as-of", "2026-03-10T10:00:00+08:00"])
     assert sampled.exit_code == 0 and "sampled 0 follow-ups" in sampled.output
+
+
+def test_a_customer_shows_once_per_section(make, rep, owned):
+    first = make.reminder(rep, customer=owned, kind="cadence", due_at=sh(2026, 3, 7, 10, 0))
+    again = make.reminder(rep, customer=owned, kind="custom", due_at=sh(2026, 3, 8, 10, 0))
+    today = make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 10, 15, 0))
+    db.session.expire_all()
+    box = inbox_for(db.session, rep, sh(2026, 3, 10, 10, 0))
+    assert [i.id for i in box.sections["overdue"].items] == [first.id] and box.sections["overdue"].count == 1
+    assert [i.id for i in box.sections["today"].items] == [today.id]
+    assert again.id not in [i.id for s in box.sections.values() for i in s.items]
+
+
+def test_done_offers_undo_and_undo_reopens_within_a_minute(rep_client, make, rep, owned):
+    r = make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 10, 15, 0))
+    hx = {"HX-Request": "true"}
+    with clock.frozen(sh(2026, 3, 10, 10, 0)):
+        done = rep_client.post(f"/reminders/{r.id}/done", data={"target": "inbox"}, headers=hx)
+        toast = json.loads(done.headers["HX-Trigger"])["crm:toast"]
+        assert toast["undo"]["url"] == f"/reminders/{r.id}/reopen" and toast["undo"]["label"] == "撤销"
+        undone = rep_client.post(toast["undo"]["url"], headers=hx)
+        assert undone.status_code == 200 and "crm:inbox-changed" in undone.headers["HX-Trigger"]
+    db.session.refresh(r)
+    assert r.status == "open" and r.done_at is None
+    with clock.frozen(sh(2026, 3, 10, 10, 0)):
+        rep_client.post(f"/reminders/{r.id}/done", data={"target": "inbox"}, headers=hx)
+    with clock.frozen(sh(2026, 3, 10, 10, 5)):
+        assert rep_client.post(f"/reminders/{r.id}/reopen", headers=hx).status_code == 409
+    db.session.refresh(r)
+    assert r.status == "done"
+
+
+def test_planned_contact_done_asks_about_a_follow_up_and_recycle_warning_offers_extension(
+    rep_client, make, rep, owned
+):
+    make.reminder(rep, customer=owned, kind="next_contact", due_at=sh(2026, 3, 10, 15, 0))
+    make.reminder(rep, customer=owned, kind="recycle_warning", due_at=sh(2026, 3, 12, 9, 0))
+    with clock.frozen(sh(2026, 3, 10, 10, 0)):
+        html = rep_client.get("/").get_data(as_text=True)
+    assert "完成前记录一条跟进?" in html and "不记录,直接完成" in html
+    assert f'href="/customers/{owned.id}#extension-action"' in html and "申请延期" in html
+
+
+def test_newly_claimed_customers_awaiting_first_contact_show_with_the_time_left(rep_client, make, rep):
+    from crm.models import RuleKind
+    from tests.recycle_support import add_rule
+
+    pool = make.pool(members=[rep])
+    add_rule(pool, RuleKind.NO_FIRST_CONTACT, hours=24)
+    now = sh(2026, 3, 10, 10, 0)
+    waiting = make.customer(pool, owner=rep, name="新领的客户甲", claimed_at=now - timedelta(hours=4))
+    make.customer(
+        pool, owner=rep, name="已联系的客户乙", claimed_at=now - timedelta(hours=4), first_contact_at=now
+    )
+    make.customer(pool, owner=rep, name="很久以前的客户丙", claimed_at=now - timedelta(days=30))
+    with clock.frozen(now):
+        html = rep_client.get("/").get_data(as_text=True)
+        panel = rep_client.get("/recycle/first-contact", headers={"HX-Request": "true"}).get_data(
+            as_text=True
+        )
+    assert "新领取待首联" in html and "新领的客户甲" in html and "剩 20 小时" in html
+    assert "已联系的客户乙" not in html and "很久以前的客户丙" not in html
+    assert f"/customers/{waiting.id}" in panel

@@ -65,16 +65,42 @@ def test_typing_a_known_phone_warns_of_the_duplicate_and_its_owner(rep_client, m
     assert "重复客户" not in quiet.text and "名称相似" not in quiet.text
 
 
-def test_saving_a_duplicate_attaches_it_and_says_who_owns_it(rep_client, make, rep, manager):
+def test_saving_an_exact_duplicate_is_blocked_and_shows_who_owns_it(rep_client, make, rep, manager):
     pool = make.pool(members=[rep])
-    owned = make.customer(pool, owner=manager, phone="13912340000")
+    make.customer(pool, owner=manager, phone="13912340000", name="无锡启明光电有限公司")
     resp = rep_client.post(
-        "/leads/new", data={"contact_name": "同一个人", "phone": "13912340000", "pool_id": pool.id}
+        "/leads/new", data={"contact_name": "同一个人", "phone": "13912340000", "pool_id": pool.id},
+        headers={"HX-Request": "true"},
+    )  # fmt: skip
+    assert resp.status_code == 422 and "已有这个客户,未创建" in resp.text and manager.name in resp.text
+    assert "查看" in resp.text and "仍然创建" not in resp.text  # only admins may override
+    assert 'value="13912340000"' in resp.text  # what the creator typed stays in the form
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
+    assert db.session.scalar(select(func.count()).select_from(Activity)) == 0
+
+
+def test_a_pool_duplicate_offers_claiming_the_existing_customer(rep_client, make, rep):
+    pool = make.pool(members=[rep])
+    existing = make.customer(pool, name="无锡启明光电有限公司", phone="13700001111")
+    resp = rep_client.post("/leads/new", data={"name": "无锡启明光电有限公司", "phone": "13800002222",
+                                               "pool_id": pool.id}, headers={"HX-Request": "true"})  # fmt: skip
+    assert resp.status_code == 422 and "领取已有" in resp.text
+    assert f'action="/customers/{existing.id}/claim"' in resp.text
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
+
+
+def test_admins_may_still_save_a_duplicate_and_it_is_ledgered(admin_client, make, admin, manager):
+    pool = make.pool(members=[admin])
+    owned = make.customer(pool, owner=manager, phone="13912340000")
+    resp = admin_client.post(
+        "/leads/new",
+        data={"contact_name": "同一个人", "phone": "13912340000", "pool_id": pool.id, "force": "1"},
     )
     assert resp.status_code == 303
-    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
     assert db.session.scalar(select(Activity.customer_id)) == owned.id
-    follow = rep_client.get(resp.headers["Location"])
+    reasons = db.session.scalars(select(PoolEvent.reason).where(PoolEvent.customer_id == owned.id)).all()
+    assert "管理员确认疑似重复后仍然创建" in reasons
+    follow = admin_client.get(resp.headers["Location"])
     assert "撞单" in follow.text and manager.name in follow.text
 
 

@@ -268,3 +268,15 @@ def test_kanban_drop_refused_returns_the_whole_sheet(rep_client, opp):
     resp = rep_client.post(f"/opportunities/{opp.id}/stage", data={"stage": stage("成交").id, "context": "board"},
                            headers=HX)  # fmt: skip
     assert resp.status_code == 422 and "sheet-card" not in resp.get_data(as_text=True)
+
+
+def test_quote_quantity_defaults_to_one_as_a_value_and_untouched_rows_are_ignored(rep_client, opp):
+    base = f"/pipeline/stage-form?opportunity_id={opp.id}&context=panel&stage={stage('已报价').id}"
+    html = rep_client.get(base, headers=HX).get_data(as_text=True)
+    assert html.count('name="item_qty" value="1"') == 3 and 'placeholder="1"' not in html
+    data = {"item_name": ["CRM 标准版", "", ""], "item_qty": ["1", "1", "1"], "item_price": ["1200", "", ""],
+            "valid_until": today(30), "stage": stage("已报价").id, "context": "panel"}  # fmt: skip
+    resp = rep_client.post(f"/opportunities/{opp.id}/stage", data=data, headers=HX)
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:1000]
+    quote = db.session.scalar(select(Quote))
+    assert quote is not None and db.session.get(Opportunity, opp.id).stage.name == "已报价"

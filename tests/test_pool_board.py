@@ -269,3 +269,42 @@ def test_pool_list_counts_stop_at_the_cap_and_say_so(rep_client, make, rep, monk
     assert re.search(r'<div class="value">2\+</div><div class="label">可领客户', html)
     assert re.search(r'<div class="value">1</div><div class="label">可领客户', html)
     assert re.search(r'<div class="value">1</div><div class="label">待定时释放', html)
+
+
+def _claim_button(html: str, customer_id: int) -> str:
+    row = html[html.index(f'id="c-{customer_id}"') :]
+    row = row[: row.index("</li>")]
+    return row[row.index("<button") : row.index("</button>")]
+
+
+def test_claim_shows_disabled_with_the_reason_when_the_claim_would_be_refused(app, make, rep):
+    from crm.models import PrevOwnerRule
+
+    pool = make.pool(
+        members=[rep], daily_claim_limit=5, prev_owner_rule=PrevOwnerRule.COOLDOWN, prev_owner_days=7
+    )
+    free = make.customer(pool)
+    hard = make.customer(pool, senior_only=True)
+    mine_before = make.customer(pool, last_owner_id=rep.id, last_released_at=clock.now() - timedelta(days=2))
+    client = app.test_client()
+    login(client, rep)
+    html = client.get(f"/pools/{pool.id}").get_data(as_text=True)
+    assert "disabled" not in _claim_button(html, free.id)
+    assert "disabled" in _claim_button(html, hard.id) and "仅资深销售可领取" in html
+    assert "disabled" in _claim_button(html, mine_before.id) and "冷却期内" in html
+    # At the daily limit every row says so, computed once for the page.
+    for _ in range(5):
+        client.post(f"/customers/{make.customer(pool).id}/claim", headers=HTMX)
+    html = client.get(f"/pools/{pool.id}").get_data(as_text=True)
+    assert "disabled" in _claim_button(html, free.id) and "今日已领 5/5" in html
+
+
+def test_claim_is_disabled_at_the_holding_cap(app, make):
+    capped = make.user(Role.REP, cap=1)
+    pool = make.pool(members=[capped])
+    make.customer(pool, owner=capped)
+    waiting = make.customer(pool)
+    client = app.test_client()
+    login(client, capped)
+    html = client.get(f"/pools/{pool.id}").get_data(as_text=True)
+    assert "disabled" in _claim_button(html, waiting.id) and "持有已达上限 1/1" in html

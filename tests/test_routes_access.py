@@ -50,7 +50,16 @@ def world(make, rep, manager, admin):
              "deliveries": deliveries, "check_id": check.id, "endpoint_id": endpoint.id,
              "contact": contact}  # fmt: skip
     # intake: a conflict, a lead form and an import batch (the manager administers the pool)
-    world["conflict"] = make.conflict(unowned, owned)
+    # (between two customers of the manager's team, so the manager may resolve it too)
+    world["conflict"] = make.conflict(make.customer(pool, owner=rep), owned)
+    # recycle: the rep's pending extension request, decided by their manager
+    from crm.models import ExtensionRequest
+
+    ext = ExtensionRequest(customer_id=owned.id, requester_id=rep.id, holding_no=owned.holding_no, days=3,
+                           reason="出差", status="pending", created_at=fu.at)  # fmt: skip
+    db.session.add(ext)
+    db.session.flush()
+    world["extension_request"] = ext.id
     world["lead_form"] = make.lead_form(pool)
     world["batch"] = make.import_batch(manager, pool)
     # pipeline: an open opportunity of the rep's customer
@@ -77,7 +86,7 @@ def sample_params(world, user) -> dict:
         "filename": "app.css",
         "section": "pool",
         "contact_id": world["contact"].id,
-        "request_id": 1,
+        "request_id": world["extension_request"],
         "reminder_id": world["reminders"].get(user.id if user else 0, 1),
         "delivery_id": world["deliveries"].get(user.id if user else 0, 1),
         "check_id": world["check_id"],

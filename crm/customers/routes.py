@@ -140,7 +140,15 @@ def page_context(customer: Customer) -> dict:
         # 锁定: the owner locks (within their level's quota); the owner, their manager or an admin unlocks.
         "can_lock": customer.owner_id == me.id and customer.locked_at is None,
         "can_unlock": customer.locked_at is not None and can_release(db.session, me, customer),
+        "suggest_extension": _suggest_extension(customer, me, now),
     }
+
+
+def _suggest_extension(customer: Customer, me: User, now) -> bool:
+    """申请延期 in the action bar when a recycle is near (the recycle feature decides)."""
+    from crm.recycle.services import extension_suggested
+
+    return extension_suggested(db.session, customer, me, now)
 
 
 @bp.route("/<int:customer_id>")

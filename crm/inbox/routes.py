@@ -34,6 +34,7 @@ def inbox_kit() -> dict:
 
     from crm.models import ReminderKind
     from crm.reminders.routes import customer_url
+    from crm.reminders.services import CONTACT_KINDS
 
     kit = g.get("_inbox_kit")
     if kit is not None:
@@ -59,6 +60,11 @@ def inbox_kit() -> dict:
             "monday": _("下周一"),
             "at": _("稍后提醒时间"),
             "ok": _("确定"),
+            "log_first": _("完成前记录一条跟进?"),
+            "log": _("写跟进再完成"),
+            "done_only": _("不记录,直接完成"),
+            "extend": _("申请延期"),
+            "contact_kinds": frozenset(CONTACT_KINDS) - {ReminderKind.CUSTOM},
             "kinds": {k: _(v) for k, v in ReminderKind.LABELS.items()},
         },  # fmt: skip
         "U": {

@@ -163,21 +163,45 @@ def _visible(end):
 
 def _ranked(where, section, partition, limit):
     """Rank and count per section on the reminders alone, then join the customers of the rows shown only
-    (a rep's few hundred open reminders are ranked; a few dozen customers are looked up)."""
-    ranked = (
+    (a rep's few hundred open reminders are ranked; a few dozen customers are looked up). A customer shows
+    once per section (its earliest reminder there): two reminders about one company are one row of work."""
+    per_customer = func.coalesce(Reminder.customer_id, -Reminder.id)
+    first = (
         select(
             *_REMINDER_COLUMNS,
             Reminder.created_at,
             section.label("section"),
+            partition.label("part"),
             func.row_number()
-            .over(partition_by=partition, order_by=(Reminder.due_at, Reminder.id))
-            .label("rn"),
-            # Same window (partition and order) as row_number, so the database sorts once.
-            func.count()
-            .over(partition_by=partition, order_by=(Reminder.due_at, Reminder.id), rows=(None, None))
-            .label("cnt"),
+            .over(
+                partition_by=(section, Reminder.user_id, per_customer),
+                order_by=(Reminder.due_at, Reminder.id),
+            )
+            .label("crn"),
         )
         .where(where)
+        .subquery()
+    )
+    f = first.c
+    order = (f.due_at, f.id)
+    ranked = (
+        select(
+            f.id,
+            f.kind,
+            f.title,
+            f.body,
+            f.due_at,
+            f.notify_at,
+            f.escalated_at,
+            f.user_id,
+            f.customer_id,
+            f.created_at,
+            f.section,
+            func.row_number().over(partition_by=f.part, order_by=order).label("rn"),
+            # Same window (partition and order) as row_number, so the database sorts once.
+            func.count().over(partition_by=f.part, order_by=order, rows=(None, None)).label("cnt"),
+        )  # fmt: skip
+        .where(f.crn == 1)
         .subquery()
     )
     r = ranked.c

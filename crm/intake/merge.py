@@ -20,7 +20,7 @@ from datetime import datetime
 from flask_babel import gettext as _
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from crm.extensions import db
 from crm.intake import grams
@@ -36,6 +36,7 @@ from crm.models import (
     customer_tags,
 )
 from crm.notify import notify
+from crm.permissions import team_member_ids
 from crm.pool.services import record_event
 from crm.scoring import services as scoring
 
@@ -51,6 +52,32 @@ class MergeError(ValueError):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+def conflict_scope(session: Session, user: User):
+    """Which conflicts ``user`` may see and resolve, as a SQL condition (``None``: all, for admins).
+
+    A manager settles 撞单 between customers of their own team: both records owned by members of the team.
+    A pair involving a pool lead or another team's customer stays with the admins."""
+    if user.role == Role.ADMIN:
+        return None
+    members = team_member_ids(session, user) if user.role == Role.MANAGER else set()
+    new, old = aliased(Customer), aliased(Customer)
+    return and_(
+        select(new.id).where(new.id == DuplicateConflict.customer_id, new.owner_id.in_(members)).exists(),
+        select(old.id).where(old.id == DuplicateConflict.candidate_id, old.owner_id.in_(members)).exists(),
+    )
+
+
+def may_resolve(session: Session, user: User, customer_ids: tuple[int, int]) -> bool:
+    """True when ``user`` may merge these two customers or mark them distinct (see ``conflict_scope``)."""
+    if user.role == Role.ADMIN:
+        return True
+    if user.role != Role.MANAGER:
+        return False
+    members = team_member_ids(session, user)
+    owners = session.scalars(select(Customer.owner_id).where(Customer.id.in_(customer_ids))).all()
+    return len(owners) == len(set(customer_ids)) and all(o is not None and o in members for o in owners)
 
 
 def _live(session: Session, customer_id: int) -> Customer:
@@ -84,8 +111,8 @@ def merge(
     conflict_id: int | None = None,
 ) -> Customer:
     """Merge ``loser_id`` into ``winner_id`` (see the module docstring). Commits; returns the winner."""
-    if actor.role != Role.ADMIN:
-        raise MergeError("forbidden", _("只有管理员可以合并客户。"))
+    if not may_resolve(session, actor, (winner_id, loser_id)):
+        raise MergeError("forbidden", _("只有管理员或双方所属团队的主管可以合并客户。"))
     if winner_id == loser_id:
         raise MergeError("invalid", _("不能把客户合并到自己。"))
     session.commit()
@@ -275,10 +302,13 @@ def _settle_conflicts(
     session.flush()
 
 
-def list_conflicts(session: Session, state: str = "open", limit: int = 50, before_id: int | None = None):
+def list_conflicts(
+    session: Session, state: str = "open", limit: int = 50, before_id: int | None = None, scope=None
+):
     """The conflict queue: open conflicts newest first, or resolved ones most recently decided first (the
-    web page and ``GET /api/v1/conflicts``); ``before_id`` pages open conflicts by id."""
-    query = select(DuplicateConflict)
+    web page and ``GET /api/v1/conflicts``); ``before_id`` pages open conflicts by id; ``scope`` is
+    ``conflict_scope``'s condition for the viewer (``None``: all)."""
+    query = select(DuplicateConflict) if scope is None else select(DuplicateConflict).where(scope)
     if state == "open":
         query = query.where(DuplicateConflict.status == "open").order_by(
             DuplicateConflict.created_at.desc(), DuplicateConflict.id.desc()
@@ -294,8 +324,13 @@ def list_conflicts(session: Session, state: str = "open", limit: int = 50, befor
 
 def mark_distinct(session: Session, conflict_id: int, actor: User, now: datetime) -> DuplicateConflict:
     """Not a duplicate: the pair is never asked again; a held-back lead is routed now. Commits."""
-    if actor.role != Role.ADMIN:
-        raise MergeError("forbidden", _("只有管理员可以处理查重冲突。"))
+    pair = session.get(DuplicateConflict, conflict_id)
+    if (
+        pair is not None
+        and pair.status == "open"
+        and not may_resolve(session, actor, (pair.customer_id, pair.candidate_id))
+    ):
+        raise MergeError("forbidden", _("只有管理员或双方所属团队的主管可以处理查重冲突。"))
     changed = session.execute(
         update(DuplicateConflict)
         .where(DuplicateConflict.id == conflict_id, DuplicateConflict.status == "open")

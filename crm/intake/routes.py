@@ -17,7 +17,7 @@ from crm.access import access
 from crm.customers.views import MERGED_INTO, merged_redirect
 from crm.extensions import csrf, db
 from crm.forms import choices
-from crm.htmx import redirect_htmx, render, render_fragment
+from crm.htmx import is_htmx, redirect_htmx, render, render_fragment, toast
 from crm.intake import importer, merge, public, stats
 from crm.intake.dedupe import Keys, exact_matches, fuzzy_matches
 from crm.intake.forms import (
@@ -30,9 +30,9 @@ from crm.intake.forms import (
     apply_errors,
 )
 from crm.intake.services import IntakeError, LeadData, intake, lead_pool, prepare
-from crm.models import Customer, DuplicateConflict, ImportBatch, LeadForm, Pool, Role, User
-from crm.permissions import is_pool_admin, visible_pool_ids
-from crm.pool.services import PoolRefusal, claim
+from crm.models import Customer, DuplicateConflict, EventKind, ImportBatch, LeadForm, Pool, Role, User
+from crm.permissions import is_pool_admin, is_pool_member, visible_pool_ids
+from crm.pool.services import PoolRefusal, claim, record_event
 from crm.scoring import panels  # noqa: F401  (registers the score panel, JSON and signal receivers)
 from crm.web import client_ip
 
@@ -119,6 +119,12 @@ def new():
         data = LeadData.from_dict(form.lead_dict())
         p = prepare(data)
         apply_errors(form, p.errors)  # every problem at once, with the form's own
+        force = request.form.get("force") == "1" and current_user.is_admin
+        duplicate = _blocking_duplicate(data, p) if valid and not p.errors and not force else None
+        if duplicate:
+            return render(
+                "intake/new.html", "lead_form", status=422, **_new_context(form, duplicate=duplicate)
+            )
         if valid and not p.errors:
             now = clock.now()
             pool = db.session.get(Pool, form.pool_id.data) if form.pool_id.data else None
@@ -128,6 +134,10 @@ def new():
             except IntakeError as exc:
                 form.pool_id.errors = [exc.message]
             else:
+                if force:  # an admin overrode the duplicate block: say so in the ledger
+                    record_event(db.session, outcome.customer_id, EventKind.DUPLICATE, now, actor=current_user,
+                                 reason=_("管理员确认疑似重复后仍然创建"), result=outcome.status)  # fmt: skip
+                    db.session.commit()
                 return _after_manual(outcome, form.take.data, now)
     status = 422 if request.method == "POST" else 200
     return render("intake/new.html", "lead_form", status=status, **_new_context(form))
@@ -164,20 +174,13 @@ def _after_manual(outcome, take: bool, now):
     return redirect_htmx(customer_url(customer.id) or url_for("intake.new"))
 
 
-@bp.route("/leads/check", methods=["POST"])
-@access(Role.REP)
-def check():
-    """As-you-type duplicate warning: exact matches on phone/email/WeChat, similar company names."""
-    data = LeadData.from_dict(
-        {k: request.form.get(k, "") for k in ("name", "contact_name", "phone", "email", "wechat")}
-    )
-    p = prepare(data)
-    keys = Keys(
-        name_key=p.keys.name_key,
-        phone_key=p.keys.phone_key,
-        email_key=p.keys.email_key,
-        wechat_key=p.keys.wechat_key,
-    )
+BLOCKING_SIMILARITY = 95
+
+
+def _duplicates(data: LeadData, p) -> tuple:
+    """(exact match on phone / email / WeChat or None, its owner, [(similar customer, score)…])."""
+    keys = Keys(name_key=p.keys.name_key, phone_key=p.keys.phone_key, email_key=p.keys.email_key,
+                wechat_key=p.keys.wechat_key)  # fmt: skip
     exact = None
     if keys.phone_key or keys.email_key or keys.wechat_key:
         exact = exact_matches(db.session, [keys])[0]
@@ -200,6 +203,38 @@ def check():
                 if cid in rows and (not exact or cid != exact.customer_id)
             ]
     owner = db.session.get(User, exact.owner_id) if exact and exact.owner_id else None
+    return exact, owner, similar
+
+
+def _blocking_duplicate(data: LeadData, p) -> dict | None:
+    """An exact duplicate (same phone / email / WeChat, or a name ≥ 95 % similar) stops 新建: the form comes
+    back offering 领取已有 / 查看 (and 仍然创建 to admins). None when nothing that close exists."""
+    exact, owner, similar = _duplicates(data, p)
+    target = None
+    if exact:
+        target = db.session.get(Customer, exact.customer_id)
+    else:
+        close = [(c, score) for c, score in similar if score >= BLOCKING_SIMILARITY]
+        target = close[0][0] if close else None
+    if target is None or target.merged_into_id is not None:
+        return None
+    pool = target.pool
+    can_claim = (
+        target.owner_id is None and pool is not None and is_pool_member(db.session, current_user, pool)
+    )
+    return {"customer": target, "exact": exact, "owner": target.owner, "url": customer_url(target.id),
+            "can_claim": can_claim, "score": None if exact else close[0][1]}  # fmt: skip
+
+
+@bp.route("/leads/check", methods=["POST"])
+@access(Role.REP)
+def check():
+    """As-you-type duplicate warning: exact matches on phone/email/WeChat, similar company names."""
+    data = LeadData.from_dict(
+        {k: request.form.get(k, "") for k in ("name", "contact_name", "phone", "email", "wechat")}
+    )
+    p = prepare(data)
+    exact, owner, similar = _duplicates(data, p)
     field_errors = [
         e for e in p.errors if e.field in ("phone", "email", "wechat") and request.form.get(e.field)
     ]
@@ -358,13 +393,18 @@ def import_errors(batch_id: int, fmt: str):
 
 
 @bp.route("/intake/conflicts")
-@access(Role.ADMIN)
+@access(Role.MANAGER)
 def conflicts():
-    """查重冲突: possible duplicates to merge or mark distinct, with the conflict rate."""
+    """查重冲突: possible duplicates to merge or mark distinct, with the conflict rate. Managers see the pairs
+    between customers of their own team (``merge.conflict_scope``)."""
     state = request.args.get("state", "open")
     if state not in ("open", "resolved"):
         state = "open"
-    items = merge.list_conflicts(db.session, state)
+    scope = merge.conflict_scope(db.session, current_user)
+    items = merge.list_conflicts(db.session, state, scope=scope)
+    count = select(func.count()).select_from(DuplicateConflict).where(DuplicateConflict.status == "open")
+    if scope is not None:
+        count = count.where(scope)
     ids = {c.customer_id for c in items} | {c.candidate_id for c in items}
     owners = {}
     if ids:
@@ -375,12 +415,10 @@ def conflicts():
                 .where(Customer.id.in_(ids))
             ).all()
         )
-    open_count = db.session.scalar(
-        select(func.count()).select_from(DuplicateConflict).where(DuplicateConflict.status == "open")
-    )
+    rate = stats.conflict_rate(db.session, clock.now()) if current_user.is_admin else None
     return render(
-        "intake/conflicts.html", "conflict_list", items=items, owners=owners, state=state, open_count=open_count,
-        rate=stats.conflict_rate(db.session, clock.now()), customer_url=customer_url,
+        "intake/conflicts.html", "conflict_list", items=items, owners=owners, state=state,
+        open_count=db.session.scalar(count), rate=rate, customer_url=customer_url,
     )  # fmt: skip
 
 
@@ -388,14 +426,22 @@ def _conflict_or_404(conflict_id: int) -> DuplicateConflict:
     conflict = db.session.get(DuplicateConflict, conflict_id)
     if conflict is None:
         abort(404)
+    # A settled pair's owners changed with the merge; the service answers "already handled" then.
+    pair = (conflict.customer_id, conflict.candidate_id)
+    if conflict.status == "open" and not merge.may_resolve(db.session, current_user, pair):
+        abort(403)
     return conflict
 
 
-@bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["POST"])
-@access(Role.ADMIN)
+@bp.route("/intake/conflicts/<int:conflict_id>/merge", methods=["GET", "POST"])
+@access(Role.MANAGER)
 def conflict_merge(conflict_id: int):
-    """Merge the pair; ``keep`` says which record survives (``candidate`` = the older one, default)."""
+    """GET: the merge sheet, both records side by side. POST: merge the pair; ``keep`` says which record
+    survives (``candidate`` = the older one, default). htmx gets the refreshed queue and the sheet closes."""
     conflict = _conflict_or_404(conflict_id)
+    if request.method == "GET":
+        return render("intake/merge.html", "merge_sheet", c=conflict, owners=_owner_names(conflict),
+                      customer_url=customer_url)  # fmt: skip
     keep_new = request.form.get("keep") == "customer"
     winner, loser = (
         (conflict.customer_id, conflict.candidate_id)
@@ -405,14 +451,29 @@ def conflict_merge(conflict_id: int):
     try:
         customer = merge.merge(db.session, winner, loser, current_user, clock.now(), conflict_id=conflict.id)
     except merge.MergeError as exc:
-        flash(exc.message, "error")
+        message, level = exc.message, "error"
     else:
-        flash(_("已合并到「%(name)s」,所有记录都已保留。", name=customer.name), "success")
-    return redirect_htmx(url_for("intake.conflicts"))
+        message, level = _("已合并到「%(name)s」,所有记录都已保留。", name=customer.name), "success"
+    if not is_htmx():
+        flash(message, level)
+        return redirect_htmx(url_for("intake.conflicts"))
+    response = conflicts()
+    response.set_data(response.get_data() + b'<div id="sheet" hx-swap-oob="true" aria-live="polite"></div>')
+    return toast(response, message, level)
+
+
+def _owner_names(conflict: DuplicateConflict) -> dict[int, str]:
+    return dict(
+        db.session.execute(
+            select(Customer.id, User.name)
+            .join(User, User.id == Customer.owner_id)
+            .where(Customer.id.in_([conflict.customer_id, conflict.candidate_id]))
+        ).all()
+    )
 
 
 @bp.route("/intake/conflicts/<int:conflict_id>/distinct", methods=["POST"])
-@access(Role.ADMIN)
+@access(Role.MANAGER)
 def conflict_distinct(conflict_id: int):
     """Not a duplicate: this pair is never flagged again."""
     _conflict_or_404(conflict_id)

@@ -156,7 +156,8 @@ def _payload_from_form(form) -> dict:
     names, qtys, prices = form.getlist("item_name"), form.getlist("item_qty"), form.getlist("item_price")
     items = []
     for name, qty, price in zip(names, qtys, prices, strict=False):
-        if (name or "").strip() or (qty or "").strip() or (price or "").strip():
+        # Quantity defaults to 1 as a value: a row with only that default is an empty row.
+        if (name or "").strip() or (price or "").strip() or (qty or "").strip() not in ("", "1"):
             items.append({"name": name, "qty": qty, "price": price})
     payload["items"] = items
     payload["goal_met"] = form.get("goal_met") in ("y", "1", "on", "true")

@@ -187,6 +187,7 @@ ROW_COLUMNS = (
     Customer.id, Customer.name, Customer.grade, Customer.score, Customer.senior_only, Customer.contact_name,
     Customer.job_title, Customer.phone, Customer.region, Customer.industry, Customer.channel, Customer.source,
     Customer.pool_entered_at, Customer.pool_id, Customer.owner_id, Customer.last_owner_id, Customer.visible_from,
+    Customer.last_released_at,
 )  # fmt: skip
 
 

@@ -159,9 +159,9 @@ def row_labels(pool: Pool | None) -> dict:
     }
 
 
-def counter_context(user: User, pool: Pool | None) -> dict:
+def counter_context(user: User, pool: Pool | None, load: services.UserLoad | None = None) -> dict:
     """The rep's holding counter: held / cap, and today's claims from ``pool`` / its daily limit."""
-    load = services.user_load(db.session, user, pool.id if pool is not None else None, clock.now())
+    load = load or services.user_load(db.session, user, pool.id if pool is not None else None, clock.now())
     ctx = {"held": load.held, "cap": load.cap, "counter_pool": pool}
     if pool is not None:
         ctx["claimed_today"] = load.claims_today
@@ -204,6 +204,7 @@ def _board_context(pool: Pool, filters: board_q.BoardFilters, rights: PoolAccess
     now = clock.now()
     rights = rights or pool_access(pool, me)
     page = board_q.board_page(db.session, pool, filters, now)
+    load = services.user_load(db.session, me, pool.id, now)
     return {
         "pool": pool,
         "filters": filters,
@@ -215,7 +216,9 @@ def _board_context(pool: Pool, filters: board_q.BoardFilters, rights: PoolAccess
         "receivers": services.receivers_for(db.session, me, pool.id, now) if rights.can_assign else [],
         "is_manager": me.is_manager,
         "t": row_labels(pool),
-        **counter_context(me, pool),
+        # 领取 shows disabled with its reason when the claim would be refused (no query per row).
+        "gate": services.claim_gate(db.session, me, pool, now, load) if rights.member else None,
+        **counter_context(me, pool, load),
     }
 
 

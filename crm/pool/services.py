@@ -1214,3 +1214,48 @@ def receivers_for(session: Session, actor: User, pool_id: int | None, now: datet
         )
         for u in users
     ]
+
+
+@dataclass(frozen=True)
+class ClaimGate:
+    """Whether 领取 would be refused on a board page, computed once per page (``claim_gate``) so a row needs
+    no query: the pool-wide reasons (disabled pool, daily limit, holding cap) and what a row's own columns
+    decide (senior-only, previous-owner rule, fair-release time). ``claim`` still checks everything."""
+
+    pool_reason: str | None
+    senior: bool
+    user_id: int
+    now: datetime
+
+    def row_reason(self, row, pool: Pool) -> str | None:
+        """Why claiming this board row would be refused now (short, shown beside a disabled 领取), or None."""
+        if self.pool_reason:
+            return self.pool_reason
+        if row.senior_only and not self.senior:
+            return _("仅资深销售可领取")
+        if row.visible_from is not None and row.visible_from > self.now:
+            return _("%(when)s 释放", when=clock.local(row.visible_from).strftime("%m-%d %H:%M"))
+        window_end = previous_owner_window(row, pool)
+        if window_end is not None and self.now < window_end:
+            when = clock.local(window_end).strftime("%m-%d %H:%M")
+            is_last_owner = row.last_owner_id == self.user_id
+            if pool.prev_owner_rule == PrevOwnerRule.COOLDOWN and is_last_owner:
+                return _("冷却期内,%(when)s 后可领", when=when)
+            if pool.prev_owner_rule == PrevOwnerRule.PRIORITY and not is_last_owner:
+                return _("原负责人优先,%(when)s 后可领", when=when)
+        return None
+
+
+def claim_gate(
+    session: Session, user: User, pool: Pool, now: datetime, load: UserLoad | None = None
+) -> ClaimGate:
+    """The board's ``ClaimGate`` for ``user`` (one query for the load, none when ``load`` is given)."""
+    load = load or user_load(session, user, pool.id, now)
+    reason = None
+    if not pool.enabled:
+        reason = _("公海已停用")
+    elif pool.daily_claim_limit >= 1 and load.claims_today >= pool.daily_claim_limit:
+        reason = _("今日已领 %(used)s/%(limit)s", used=load.claims_today, limit=pool.daily_claim_limit)
+    elif load.held >= load.cap:
+        reason = _("持有已达上限 %(held)s/%(cap)s", held=load.held, cap=load.cap)
+    return ClaimGate(pool_reason=reason, senior=load.senior, user_id=user.id, now=now)

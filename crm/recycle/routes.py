@@ -20,7 +20,7 @@ from crm.access import access
 from crm.extensions import db
 from crm.htmx import redirect_htmx, render, toast, trigger
 from crm.inputguard import year_arg
-from crm.models import Customer, Pool, Role, Stage, StageKind
+from crm.models import Customer, ExtensionRequest, Pool, Role, Stage, StageKind
 from crm.permissions import can_view_customer
 from crm.recycle import calendar, engine, services
 from crm.recycle.forms import (
@@ -178,7 +178,25 @@ def holidays():
             f"{h.day.isoformat()},{'班' if h.is_workday else '休'},{h.name}" for h in days
         )
     return render("recycle/holidays.html", "holiday_form" if status != 200 else None, status=status,
-                  year=year, days=days, form=form, errors=errors)  # fmt: skip
+                  year=year, days=days, form=form, errors=errors, months=_months(year, days))  # fmt: skip
+
+
+def _months(year: int, days) -> list[tuple[int, list[list[tuple[date | None, str]]]]]:
+    """The year as 12 month grids (weeks from Monday) of (day, state): state is 休 / 班 / weekend / ''."""
+    import calendar as pycal
+
+    marks = {h.day: ("off" if not h.is_workday else "work") for h in days}
+    grid = pycal.Calendar(firstweekday=0)
+    months = []
+    for month in range(1, 13):
+        weeks = []
+        for week in grid.monthdatescalendar(year, month):
+            weeks.append([
+                (d, marks.get(d) or ("weekend" if d.weekday() >= 5 else "")) if d.month == month else (None, "")
+                for d in week
+            ])  # fmt: skip
+        months.append((month, weeks))
+    return months
 
 
 @bp.route("/runs")
@@ -317,10 +335,30 @@ def extension_requests():
     return render("recycle/requests.html", "extension_requests", **ctx)
 
 
+def _request_or_404(request_id: int) -> ExtensionRequest:
+    req = db.session.get(ExtensionRequest, request_id)
+    if req is None:
+        abort(404)
+    if not services.can_decide(db.session, current_user, req):
+        abort(403)
+    return req
+
+
+@bp.route("/extension-requests/<int:request_id>")
+@access(Role.MANAGER)
+def extension_request(request_id: int):
+    """One 延期申请 with its 批准 / 驳回 buttons: where the manager's notification leads."""
+    req = _request_or_404(request_id)
+    info = engine.due_info(db.session, req.customer, clock.now())
+    return render("recycle/request.html", "extension_request", req=req, info=info,
+                  decision_form=DecisionForm(formdata=None))  # fmt: skip
+
+
 def _decide(request_id: int, approve: bool):
     form = DecisionForm()
     message = _("已批准延期") if approve else _("已驳回延期申请")
     level = "success"
+    status = 200
     if form.validate_on_submit():
         try:
             services.decide_extension(
@@ -332,8 +370,17 @@ def _decide(request_id: int, approve: bool):
             if exc.status == 404:
                 abort(404, exc.message)
             message, level = exc.message, "error"
-    ctx = home_panel_context(db.session, None, current_user)
-    response = render("recycle/requests.html", "extension_requests", **ctx)
+            if exc.code == "invalid":
+                form.note.errors = [exc.message]
+                status = 422
+    if request.form.get("context") == "one":
+        req = _request_or_404(request_id)
+        info = engine.due_info(db.session, req.customer, clock.now())
+        response = render("recycle/request.html", "extension_request", status=status, req=req, info=info,
+                          decision_form=form)  # fmt: skip
+    else:
+        ctx = home_panel_context(db.session, None, current_user)
+        response = render("recycle/requests.html", "extension_requests", status=status, **ctx)
     return trigger(toast(response, message, level), "recycle-changed")
 
 
@@ -351,6 +398,23 @@ def reject_extension(request_id: int):
     return _decide(request_id, False)
 
 
+# ---------------------------------------------------------------- first contact (workbench)
+
+
+def first_contact_context(session, _subject, user) -> dict | None:
+    """Workbench panel: customers just claimed that wait for their first contact, with the time left."""
+    items = services.awaiting_first_contact(session, user, clock.now())
+    return {"rows": items} if items else None
+
+
+@bp.route("/first-contact")
+@access(Role.REP)
+def first_contact():
+    """The 新领取待首联 panel alone (it refreshes itself after a follow-up is saved)."""
+    ctx = first_contact_context(db.session, None, current_user) or {"rows": []}
+    return render("recycle/_home_first_contact.html", ctx=ctx)
+
+
 # ---------------------------------------------------------------- extension points
 
 
@@ -364,6 +428,7 @@ def _register() -> None:
     hooks.register_home_panel(
         30, "extension_requests", "recycle/_home_extensions.html", home_panel_context, min_role=Role.MANAGER
     )
+    hooks.register_home_panel(5, "first_contact", "recycle/_home_first_contact.html", first_contact_context)
     hooks.register_customer_json(customer_json)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from flask_babel import gettext as _
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from crm import clock
@@ -379,6 +379,8 @@ def decide_extension(
     if request.status != "pending":
         raise RecycleError("decided", _("该申请已处理。"), 409)
     note = (note or "").strip()[:500] or None
+    if not approve and note is None:
+        raise RecycleError("invalid", _("请填写驳回理由,申请人会看到。"), fields={"note": "required"})
     customer = _customer(session, request.customer_id)
     current = customer.holding_no == request.holding_no and customer.owner_id == request.requester_id
     if approve and current:
@@ -462,3 +464,59 @@ def customer_requests(session: Session, customer: Customer) -> list[ExtensionReq
             .order_by(ExtensionRequest.id.desc())
         )
     )
+
+
+def extension_suggested(session: Session, customer: Customer, user: User, now: datetime) -> bool:
+    """Whether the customer page offers 申请延期 in its action bar: the user owns the customer, a recycle is
+    near (its warning time has come, or it is due within two days) and no request is pending."""
+    from crm.recycle.engine import due_info
+
+    if customer.owner_id != user.id:
+        return False
+    info = due_info(session, customer, now)
+    if info.due is None:
+        return False
+    near = info.state != "ok" or (info.due.warn_at is not None and info.due.warn_at <= now)
+    near = near or info.due.due_at - now <= timedelta(days=2)
+    if not near:
+        return False
+    return not any(r.status == "pending" and r.holding_no == customer.holding_no
+                   for r in customer_requests(session, customer))  # fmt: skip
+
+
+FIRST_CONTACT_DEFAULT_HOURS = 48
+FIRST_CONTACT_WINDOW = timedelta(days=7)
+
+
+def awaiting_first_contact(session: Session, user: User, now: datetime, limit: int = 10) -> list[dict]:
+    """新领取待首联: the user's customers claimed in the last week and not contacted yet in this holding, each
+    with its deadline (the pool's 首次联系 rule, else 48 h after the claim), soonest first. Two queries."""
+    from crm.models import RecycleRule, RuleKind
+
+    hours = dict(
+        session.execute(
+            select(RecycleRule.pool_id, func.min(RecycleRule.hours))
+            .where(RecycleRule.kind == RuleKind.NO_FIRST_CONTACT, RecycleRule.enabled.is_(True))
+            .group_by(RecycleRule.pool_id)
+        ).all()
+    )
+    rows = session.execute(
+        select(
+            Customer.id, Customer.name, Customer.grade, Customer.phone, Customer.claimed_at, Customer.pool_id
+        )
+        .where(
+            Customer.owner_id == user.id,
+            Customer.first_contact_at.is_(None),
+            Customer.claimed_at.is_not(None),
+            Customer.claimed_at >= now - FIRST_CONTACT_WINDOW,
+        )
+        .order_by(Customer.claimed_at)
+        .limit(200)
+    ).all()
+    items = []
+    for cid, name, grade, phone, claimed_at, pool_id in rows:
+        deadline = claimed_at + timedelta(hours=hours.get(pool_id) or FIRST_CONTACT_DEFAULT_HOURS)
+        items.append({"id": cid, "name": name, "grade": grade, "phone": phone, "deadline": deadline,
+                      "hours_left": (deadline - now).total_seconds() / 3600})  # fmt: skip
+    items.sort(key=lambda i: i["deadline"])
+    return items[:limit]

@@ -102,7 +102,7 @@ def _back(default: str | None = None) -> str:
     return safe_next(request.form.get("next") or request.args.get("next"), default)
 
 
-def _inbox_response(message: str):
+def _inbox_response(message: str, undo: dict | None = None):
     """After done/snooze: htmx gets back what the action's list shows (the inbox or one section, via the
     form's ``target``) plus a badge refresh; a plain form post goes back to the page."""
     target = request.form.get("target", "")
@@ -123,7 +123,7 @@ def _inbox_response(message: str):
         return redirect(_back())
     # The list came back with the response; only the bell still needs refreshing.
     trigger(response, EVENT_BADGE)
-    return toast(response, message, "success")
+    return toast(response, message, "success", undo)
 
 
 def _get_reminder(reminder_id: int) -> Reminder:
@@ -148,7 +148,29 @@ def done(reminder_id: int):
         abort(409, str(exc))
     dispatch.mark_reminder_read(db.session, current_user, reminder.id, clock.now())
     db.session.commit()
-    return _inbox_response(_("已完成: %(title)s", title=reminder.title[:40]))
+    undo = {"url": url_for("reminders.reopen", reminder_id=reminder.id), "label": _("撤销")}
+    return _inbox_response(_("已完成: %(title)s", title=reminder.title[:40]), undo)
+
+
+@bp.route("/reminders/<int:reminder_id>/reopen", methods=["POST"])
+@access(Role.REP)
+def reopen(reminder_id: int):
+    """撤销 a 完成 from its toast: the reminder is open again and the workbench refreshes."""
+    reminder = _get_reminder(reminder_id)
+    try:
+        services.reopen(db.session, current_user, reminder, clock.now())
+    except services.ReminderError as exc:
+        db.session.rollback()
+        abort(409, str(exc))
+    db.session.commit()
+    if not is_htmx():
+        flash(_("已撤销完成。"), "success")
+        return redirect(_back())
+    response = make_response("", 200)
+    response.vary.add("HX-Request")
+    trigger(response, EVENT_CHANGED)
+    trigger(response, EVENT_BADGE)
+    return toast(response, _("已撤销,提醒已恢复。"), "success")
 
 
 @bp.route("/reminders/<int:reminder_id>/snooze", methods=["POST"])
@@ -287,6 +309,15 @@ def mark_all_read():
     return redirect(url_for("reminders.notifications"))
 
 
+def _extension_request_id(reminder) -> int | None:
+    """The request a 延期申请 notice is about (its unique key is ``extension-request:<id>``)."""
+    prefix = "extension-request:"
+    if reminder.kind != ReminderKind.EXTENSION or not (reminder.unique_key or "").startswith(prefix):
+        return None
+    tail = reminder.unique_key[len(prefix) :]
+    return int(tail) if tail.isdigit() else None
+
+
 @bp.route("/notifications/<int:delivery_id>")
 @access(Role.REP)
 def open_notification(delivery_id: int):
@@ -299,6 +330,10 @@ def open_notification(delivery_id: int):
     reminder = delivery.reminder
     if reminder.kind == ReminderKind.SPOT_CHECK and current_user.is_manager:
         return redirect(url_for("followups.spot_checks"))
+    request_id = _extension_request_id(reminder)
+    if request_id is not None and current_user.is_manager:
+        # The manager's notice of a 延期申请 opens the decision itself (批准 is the next tap).
+        return redirect(url_for("recycle.extension_request", request_id=request_id))
     return redirect(customer_url(reminder.customer_id))
 
 

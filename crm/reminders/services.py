@@ -284,6 +284,29 @@ def complete(session: Session, user: User, reminder: Reminder, now: datetime) ->
     return reminder
 
 
+UNDO_SECONDS = 60
+
+
+def reopen(session: Session, user: User, reminder: Reminder, now: datetime) -> Reminder:
+    """撤销 a 完成 made in the last minute (the toast offers it for a few seconds): the reminder is open again."""
+    if not can_act_on(session, user, reminder):
+        raise ReminderError(_("找不到该提醒。"), code="not_found")
+    changed = session.execute(
+        update(Reminder)
+        .where(
+            Reminder.id == reminder.id,
+            Reminder.status == ReminderStatus.DONE,
+            Reminder.done_at >= now - timedelta(seconds=UNDO_SECONDS),
+        )
+        .values(status=ReminderStatus.OPEN, done_at=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
+        raise ReminderError(_("已超过可撤销的时间。"), code="conflict")
+    session.refresh(reminder)
+    return reminder
+
+
 # ---------------------------------------------------------------- stale reminders
 
 

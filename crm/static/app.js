@@ -2,22 +2,39 @@
 (function () {
   "use strict";
 
-  function toast(message, level) {
+  // One toast at a time (a new one replaces the last); it never catches taps, except its 撤销 button.
+  // ``undo``: {url, label} — a button that POSTs there (htmx, with the CSRF header) within the toast's life.
+  function toast(message, level, undo) {
     var box = document.getElementById("toasts");
     if (!box || !message) return;
+    box.innerHTML = "";
     var el = document.createElement("div");
     el.className = "toast toast-" + (level || "info");
     el.setAttribute("role", level === "error" ? "alert" : "status");
-    el.textContent = message;
+    var text = document.createElement("span");
+    text.textContent = message;
+    el.appendChild(text);
+    if (undo && undo.url) {
+      var btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "toast-undo";
+      btn.textContent = undo.label || "撤销";
+      btn.addEventListener("click", function () {
+        el.remove();
+        if (window.htmx) window.htmx.ajax("POST", undo.url, { swap: "none", source: document.body });
+      });
+      el.appendChild(btn);
+    }
     box.appendChild(el);
-    setTimeout(function () { el.classList.add("leaving"); }, 4200);
-    setTimeout(function () { el.remove(); }, 4800);
+    var life = undo ? 6000 : 3000;
+    setTimeout(function () { el.classList.add("leaving"); }, life);
+    setTimeout(function () { el.remove(); }, life + 500);
   }
   window.crmToast = toast;
 
   document.addEventListener("crm:toast", function (evt) {
     var d = evt.detail || {};
-    toast(d.message || d.value, d.level);
+    toast(d.message || d.value, d.level, d.undo);
   });
 
   // A failed htmx request shows a small error toast instead of nothing.
@@ -201,7 +218,7 @@
     var rows = box ? box.querySelectorAll(".quote-row:not(.quote-head)") : [];
     if (!rows.length) return;
     var copy = rows[rows.length - 1].cloneNode(true);
-    copy.querySelectorAll("input").forEach(function (i) { i.value = ""; });
+    copy.querySelectorAll("input").forEach(function (i) { i.value = i.name === "item_qty" ? "1" : ""; });
     rows[rows.length - 1].after(copy);
   });
 })();
@@ -233,6 +250,72 @@
   document.addEventListener("change", function (evt) {
     var select = evt.target.closest && evt.target.closest("[data-autosubmit]");
     if (select && select.form) select.form.submit();
+  });
+  // [data-open-details="#id"]: opens that <details> and brings it into view (the action bar's 申请延期).
+  document.addEventListener("click", function (evt) {
+    var link = evt.target.closest && evt.target.closest("[data-open-details]");
+    if (!link) return;
+    var box = document.querySelector(link.dataset.openDetails);
+    if (!box) return;
+    evt.preventDefault();
+    box.open = true;
+    box.scrollIntoView({ block: "center", behavior: "smooth" });
+    var first = box.querySelector("input, textarea, select");
+    if (first) first.focus({ preventScroll: true });
+  });
+  // A form that comes back with errors (422) brings the first one into view: on a phone it is often
+  // off-screen (a long settings page whose save button is pinned at the bottom).
+  document.addEventListener("htmx:afterSwap", function (evt) {
+    if (!evt.detail.xhr || evt.detail.xhr.status !== 422) return;
+    var root = evt.detail.target && evt.detail.target.isConnected ? evt.detail.target : document;
+    var first = root.querySelector(".has-error, .alert, .errors, [role=alert]");
+    if (!first) return;
+    var box = first.closest("details");
+    if (box) box.open = true;
+    first.scrollIntoView({ block: "center", behavior: "smooth" });
+  });
+  // Holiday calendar (recycle/holidays.html): a tap on a day cycles 放假 → 调休上班 → 普通 and rewrites its
+  // line in the textarea the form posts ("YYYY-MM-DD,休|班,名称").
+  document.addEventListener("click", function (evt) {
+    var btn = evt.target.closest && evt.target.closest("[data-hday]");
+    if (!btn) return;
+    var picker = btn.closest("[data-holiday-picker]");
+    var area = picker && document.querySelector(picker.dataset.holidayPicker);
+    if (!area) return;
+    evt.preventDefault();
+    var day = btn.dataset.hday;
+    var lines = area.value.split("\n").filter(function (l) { return l.trim(); });
+    var idx = -1;
+    lines.forEach(function (l, i) { if (l.trim().indexOf(day) === 0) idx = i; });
+    var name = (picker.querySelector("[data-holiday-name]") || {}).value || "";
+    var weekend = [0, 6].indexOf(new Date(day + "T00:00:00").getDay()) >= 0;
+    btn.classList.remove("off", "work", "weekend");
+    if (idx < 0) {
+      lines.push(day + ",休," + name);
+      btn.classList.add("off");
+    } else if (lines[idx].split(",")[1] === "休") {
+      var parts = lines[idx].split(",");
+      lines[idx] = day + ",班," + (parts.slice(2).join(",") || name);
+      btn.classList.add("work");
+    } else {
+      lines.splice(idx, 1);
+      if (weekend) btn.classList.add("weekend");
+    }
+    lines.sort();
+    area.value = lines.join("\n");
+  });
+  // A field's error goes away as soon as the user corrects it (the server checks again on save).
+  document.addEventListener("input", function (evt) {
+    var box = evt.target.closest && evt.target.closest(".field.has-error");
+    if (!box) return;
+    box.classList.remove("has-error");
+    box.querySelectorAll(".errors").forEach(function (ul) { ul.remove(); });
+  });
+  // Arriving at a customer page with #extension-action (the workbench's 申请延期) opens that form.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (location.hash !== "#extension-action") return;
+    var box = document.getElementById("extension-action");
+    if (box) { box.open = true; box.scrollIntoView({ block: "center" }); }
   });
   document.addEventListener("click", function (evt) {
     var btn = evt.target.closest && evt.target.closest("[data-clear-closest]");

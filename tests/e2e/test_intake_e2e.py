@@ -202,6 +202,8 @@ def test_scoring_settings_report_and_score_panel(live_server, app, page, desktop
     screenshot(page, "scoring-settings-phone")
     page.goto(f"{live_server}/test/customers/{hot.id}")
     page.wait_for_selector("#panel-score")
+    assert "合计" not in page.inner_text("#panel-score")  # collapsed to the total and the four dimensions
+    page.locator("#panel-score summary").click()
     panel = page.inner_text("#panel-score")
     assert "行业: 金融" in panel and "合计" in panel
     assert_no_horizontal_scroll(page)

@@ -67,7 +67,8 @@ def test_customer_page_and_pool_settings_on_phone_and_desktop(
     page.goto(f"{live_server}/customers/{customer.id}")
     page.locator("#timeline li").first.wait_for()
     assert page.locator('a[href="tel:13912345678"]').count() >= 1
-    assert page.locator('[data-copy="boyuan_li"]').count() == 1
+    assert page.locator('#quick-contact [data-copy="boyuan_li"]').count() == 1
+    assert page.locator('.cp-bar [data-copy="boyuan_li"]').count() == 1  # the sticky action bar's 微信
     assert_no_horizontal_scroll(page)
     screenshot(page, "customer-page-phone")
     page.locator("summary", has_text="退回公海").click()

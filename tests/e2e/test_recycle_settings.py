@@ -35,6 +35,10 @@ def test_change_rule_see_preview_and_save_on_a_phone(live_server, page, login_as
     page.goto(f"{live_server}/recycle/pools/{pool.id}/rules")
     expect(page.get_by_test_id("recycle-now")).to_have_text("0")
     expect(page.get_by_test_id("warned-now")).to_have_text("0")
+    summary = page.locator(".rule-summary").first  # saved rules are one-line summaries until tapped
+    assert "未跟进" in summary.inner_text() and "14 天" in summary.inner_text()
+    assert not page.locator("input[name='rules-0-days']").is_visible()
+    summary.click()
     page.fill("input[name='rules-0-days']", "7")
     page.locator("input[name='rules-0-days']").dispatch_event("change")
     expect(page.get_by_test_id("recycle-now")).to_have_text("3")
@@ -60,7 +64,8 @@ def test_rules_page_on_a_laptop(live_server, desktop_page, login_as, screenshot,
     desktop_page.get_by_role("button", name="添加规则").click()
     expect(desktop_page.get_by_text("规则 2")).to_be_visible()
     desktop_page.select_option("select[name='rules-1-kind']", "no_first_contact")
-    desktop_page.fill("input[name='rules-1-days']", "")
+    # An hour-based rule shows 小时, not 天数.
+    expect(desktop_page.locator("input[name='rules-1-days']")).to_be_hidden()
     desktop_page.fill("input[name='rules-1-hours']", "48")
     desktop_page.fill("input[name='rules-1-warn_days']", "1")
     desktop_page.fill("input[name='rules-1-escalate_days']", "0")
