@@ -30,6 +30,7 @@ BLUEPRINTS = [
     "crm.scoring.routes",
     "crm.pipeline.routes",
     "crm.reports.routes",
+    "crm.tasks.routes",
 ]
 
 

@@ -65,4 +65,9 @@ def build_config(instance_path: Path) -> dict:
         "LOGIN_THROTTLE_WINDOW_MINUTES": 15,
         # Extra start-up work the web process skips in tests.
         "CRM_QUEUE_ASYNC": True,
+        # Background tasks (crm/tasks): work up to this many rows runs inline in the request; a running
+        # task silent this long is marked failed (its worker died); an import commits this many rows at once.
+        "CRM_TASK_INLINE_MAX": int(os.environ.get("CRM_TASK_INLINE_MAX", "1000")),
+        "CRM_TASK_STUCK_SECONDS": int(os.environ.get("CRM_TASK_STUCK_SECONDS", "60")),
+        "CRM_IMPORT_CHUNK_ROWS": int(os.environ.get("CRM_IMPORT_CHUNK_ROWS", "1000")),
     }

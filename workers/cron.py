@@ -29,3 +29,5 @@ cron.register(jobs.recompute_scores, queue_name="default", cron="30 2 * * *", jo
 # (one reminder per manager and week).
 cron.register(jobs.rollup_reports, queue_name="default", cron="10 1 * * *", job_timeout=1800)
 cron.register(jobs.weekly_digest, queue_name="default", cron="0 8-11 * * 1")
+# Background tasks (crm/tasks): stuck ones marked failed, ones queued while Redis was down submitted.
+cron.register(jobs.watch_tasks, queue_name="default", interval=60)

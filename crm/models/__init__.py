@@ -46,6 +46,7 @@ from .recycle import ExtensionRequest, Holiday, RecycleRule, RuleKind, SweepRun
 from .reports import ReportPoolDaily, ReportRollup
 from .sales import Contract, Opportunity, Quote, Stage, StageChange, StageKind, StageRequirement
 from .settings import Setting, SettingsAudit
+from .tasks import Task, TaskStatus
 
 __all__ = [
     "HARD_TAG", "Activity", "ApiToken", "AssignStrategy", "BehaviorEvent", "Channel", "ClaimCount",
@@ -54,7 +55,7 @@ __all__ = [
     "LoginAttempt", "NameGram", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
-    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "User", "WebhookEndpoint",
+    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Task", "TaskStatus", "Team", "User", "WebhookEndpoint",
     "customer_tags", "install_ledger_guard",
 ]  # fmt: skip
 
