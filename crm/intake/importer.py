@@ -19,6 +19,7 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import pickle
 import re
 import shutil
 import unicodedata
@@ -465,7 +466,7 @@ def import_rows(
         if cached is not None and cached[0] == _mapping_key(batch):
             preview = cached[1]
         else:
-            preview = build(session, batch, check_existing=False, progress=progress)
+            preview = load_validated(batch) or build(session, batch, check_existing=False, progress=progress)
         if not batch.rows_done:
             batch.rows_created = batch.rows_duplicate = 0
         batch.rows_total = preview.total
@@ -489,7 +490,9 @@ def import_rows(
             done += len(chunk)
             if progress is not None:
                 progress(done)
-        write_error_files(batch, preview)
+        if preview.rows:  # else the preview task wrote them from the same rows
+            write_error_files(batch, preview)
+        validated_path(batch).unlink(missing_ok=True)
     except Exception as exc:
         session.rollback()
         from crm.tasks.services import TaskCancelled
@@ -576,6 +579,7 @@ def preview_task(session: Session, task, progress) -> dict:
         raise TaskFailed(exc.message) from exc
     record_preview(session, batch, preview)
     write_error_files(batch, preview)
+    save_validated(batch, preview)
     return {
         "batch_id": batch.id, "mapping": _mapping_key(batch), "total": preview.total,
         "valid": len(preview.prepared), "new": preview.new_count, "error_rows": len(preview.error_rows),
@@ -615,6 +619,33 @@ def task_summary(task) -> str:
                  total=r.get("total", 0), valid=r.get("valid", 0), err=r.get("error_rows", 0))  # fmt: skip
     return _("导入完成: 新建 %(created)s 条,归入已有客户 %(dup)s 条,错误 %(err)s 行。",
              created=r.get("created", 0), dup=r.get("duplicates", 0), err=r.get("error_rows", 0))  # fmt: skip
+
+
+def validated_path(batch: ImportBatch) -> Path:
+    return storage_dir() / f"validated-{batch.id}.pickle"
+
+
+def save_validated(batch: ImportBatch, preview: Preview) -> None:
+    """Keep the preview task's validated rows for the import task (another process): the import then
+    neither reads the spreadsheet nor validates it again. Written by us under the instance folder only."""
+    path = validated_path(batch)
+    tmp = path.with_suffix(".tmp")
+    kept = Preview(headers=preview.headers, total=preview.total, prepared=preview.prepared, errors=preview.errors,
+                   error_rows=preview.error_rows)  # fmt: skip
+    with open(tmp, "wb") as fh:
+        pickle.dump((_mapping_key(batch), batch.file_hash, kept), fh, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+
+
+def load_validated(batch: ImportBatch) -> Preview | None:
+    """The preview task's validated rows, if they were made from this file with this mapping."""
+    path = validated_path(batch)
+    try:
+        with open(path, "rb") as fh:
+            mapping, file_hash, preview = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError):
+        return None
+    return preview if (mapping, file_hash) == (_mapping_key(batch), batch.file_hash) else None
 
 
 def error_file_path(batch: ImportBatch, fmt: str) -> Path:

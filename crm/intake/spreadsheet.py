@@ -130,7 +130,14 @@ def head(path: Path, kind: str, samples: int = 3) -> tuple[list[str], list[list]
     preview (a background task) reads every row."""
     headers: list[str] | None = None
     first: list[list] = []
-    raw_rows = _read_xlsx(path, want_size=True) if kind == "xlsx" else _read_csv(path)
+    raw_rows = None
+    if kind == "xlsx":
+        try:
+            raw_rows = iter(_xlsx_head(path, samples))
+        except Exception:  # an unusual layout: openpyxl reads it (slower: all shared strings first)
+            raw_rows = None
+    if raw_rows is None:
+        raw_rows = _read_xlsx(path, want_size=True) if kind == "xlsx" else _read_csv(path)
     stated: int | None = None
     for number, values in raw_rows:
         if number == 0:  # the xlsx reader's first item is the sheet's stated size
@@ -179,6 +186,92 @@ def _read_xlsx(path: Path, want_size: bool = False):
                 yield number, list(values)
         finally:
             workbook.close()
+
+
+_NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL_NS = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_CELL_REF = re.compile(r"([A-Z]+)(\d+)")
+
+
+def _column(letters: str) -> int:
+    index = 0
+    for ch in letters:
+        index = index * 26 + ord(ch) - 64
+    return index - 1
+
+
+def _xlsx_head(path: Path, samples: int) -> list[tuple[int, list]]:
+    """The sheet's stated size and its first rows, read straight from the zip: the first sheet's XML up to
+    the rows wanted and the shared strings up to the highest one they use (openpyxl would parse every
+    shared string of a 50,000-row file first). Yields what ``_read_xlsx(want_size=True)`` does."""
+    from xml.etree.ElementTree import iterparse
+
+    with zipfile.ZipFile(path) as zf:
+        from xml.etree.ElementTree import fromstring
+
+        workbook = fromstring(zf.read("xl/workbook.xml"))
+        first_sheet = workbook.find(f"{_NS}sheets/{_NS}sheet")
+        rel_id = first_sheet.get(f"{_REL_NS}id")
+        rels = fromstring(zf.read("xl/_rels/workbook.xml.rels"))
+        target = next(r.get("Target") for r in rels if r.get("Id") == rel_id)
+        member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+        rows: list[tuple[int, list]] = []
+        stated = None
+        wanted = samples + 1
+        with zf.open(member) as fh:
+            for _event, element in iterparse(fh, events=("end",)):
+                tag = element.tag
+                if tag == f"{_NS}dimension":
+                    ref = element.get("ref", "").split(":")[-1]
+                    found = _CELL_REF.fullmatch(ref)
+                    stated = int(found.group(2)) if found else None
+                elif tag == f"{_NS}row":
+                    cells: dict[int, tuple[str | None, str | None]] = {}
+                    for position, c in enumerate(element.iter(f"{_NS}c")):
+                        found = _CELL_REF.fullmatch(c.get("r") or "")
+                        col = _column(found.group(1)) if found else position
+                        kind = c.get("t")
+                        if kind == "inlineStr":
+                            text = "".join(t.text or "" for t in c.iter(f"{_NS}t"))
+                        else:
+                            v = c.find(f"{_NS}v")
+                            text = v.text if v is not None else None
+                        cells[col] = (kind, text)
+                    number = int(element.get("r") or len(rows) + 1)
+                    element.clear()
+                    if any(text not in (None, "") for _k, text in cells.values()):
+                        rows.append((number, cells))
+                        if len(rows) >= wanted:
+                            break
+        needed = {int(text) for _n, cells in rows for kind, text in cells.values() if kind == "s" and text}
+        strings: list[str] = []
+        if needed:
+            with zf.open("xl/sharedStrings.xml") as fh:
+                top = max(needed)
+                for _event, element in iterparse(fh, events=("end",)):
+                    if element.tag == f"{_NS}si":
+                        strings.append("".join(t.text or "" for t in element.iter(f"{_NS}t")))
+                        element.clear()
+                        if len(strings) > top:
+                            break
+    if stated is None:
+        stated = _count_rows(path, member)
+    out: list[tuple[int, list]] = [(0, [stated])]
+    for number, cells in rows:
+        width = max(cells) + 1
+        values: list = [None] * width
+        for col, (kind, text) in cells.items():
+            if kind == "s":
+                values[col] = strings[int(text)]
+            elif kind in ("str", "inlineStr"):
+                values[col] = text
+            elif kind == "b":
+                values[col] = text == "1"
+            elif text is not None:
+                number_value = float(text)
+                values[col] = int(number_value) if number_value.is_integer() else number_value
+        out.append((number, values))
+    return out
 
 
 _ROW_TAG = re.compile(rb"<(?:\w+:)?row[\s>/]")
