@@ -276,3 +276,46 @@ def test_only_the_owner_or_an_admin_sees_a_task(manager_client, rep_client, admi
     assert admin_client.get(f"/tasks/{task.id}").status_code == 200
     page = manager_client.get("/tasks")
     assert f"#{task.id}" in page.text
+
+
+def test_a_departing_reps_many_customers_move_in_a_background_task(app, admin_client, make, rep, admin, redis_conn,
+                                                                     monkeypatch):  # fmt: skip
+    from crm.models import EventKind, PoolEvent, Role, User
+    from crm.pool import departure
+
+    monkeypatch.setattr(departure, "CHUNK", 4)
+    colleague = make.user(Role.REP, team=rep.team, name="小赵", cap=50)
+    pool = make.pool(members=[rep])
+    held = [make.customer(pool, owner=rep).id for _ in range(10)]
+    resp = admin_client.post(
+        f"/users/{rep.id}/handover",
+        data={"ho-mode": "user", "ho-user_id": colleague.id, "ho-reason": "离职交接", "ho-deactivate": "y"},
+    )
+    task = _task("handover")
+    assert resp.status_code == 303 and resp.headers["Location"].endswith(f"/tasks/{task.id}")
+    assert task.status == "queued" and task.total == 10
+    assert {c.owner_id for c in db.session.scalars(select(Customer).where(Customer.id.in_(held)))} == {rep.id}
+    jobs.run_task(task.id)
+    db.session.expire_all()
+    assert {c.owner_id for c in db.session.scalars(select(Customer).where(Customer.id.in_(held)))} == {
+        colleague.id
+    }
+    assert (
+        len(db.session.scalars(select(PoolEvent).where(PoolEvent.kind == EventKind.TRANSFERRED)).all()) == 10
+    )
+    assert not db.session.get(User, rep.id).active
+    page = admin_client.get(f"/tasks/{task.id}")
+    assert "已把 小王 的 10 个客户移交给 小赵" in page.text and "已停用该账号" in page.text
+
+
+def test_a_background_handover_over_the_receivers_cap_is_refused_before_it_starts(admin_client, make, rep):
+    from crm.models import Role
+
+    colleague = make.user(Role.REP, team=rep.team, name="小赵", cap=2)
+    pool = make.pool(members=[rep])
+    for _ in range(3):
+        make.customer(pool, owner=rep)
+    resp = admin_client.post(
+        f"/users/{rep.id}/handover", data={"ho-mode": "user", "ho-user_id": colleague.id}
+    )
+    assert resp.status_code == 303 and _task("handover") is None

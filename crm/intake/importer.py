@@ -359,7 +359,11 @@ def build(
     if progress is not None:
         progress(len(rows), errors=len(error_rows), force=True)
     if check_existing and prepared:
-        matches = exact_matches(session, [p.keys for p in prepared])
+        matches = []
+        for start in range(0, len(prepared), 5000):  # in parts, so a task's progress keeps beating
+            if progress is not None:
+                progress(len(rows), stage="check")
+            matches += exact_matches(session, [p.keys for p in prepared[start : start + 5000]])
         owners = {}
         for p, match in zip(prepared, matches, strict=True):
             if match is not None:
@@ -466,6 +470,8 @@ def import_rows(
         if cached is not None and cached[0] == _mapping_key(batch):
             preview = cached[1]
         else:
+            if progress is not None:
+                progress(0, stage="read")
             preview = load_validated(batch) or build(session, batch, check_existing=False, progress=progress)
         if not batch.rows_done:
             batch.rows_created = batch.rows_duplicate = 0
@@ -577,9 +583,12 @@ def preview_task(session: Session, task, progress) -> dict:
         from crm.tasks.services import TaskFailed
 
         raise TaskFailed(exc.message) from exc
+    progress(stage="write")
     record_preview(session, batch, preview)
     write_error_files(batch, preview)
+    progress(force=True)
     save_validated(batch, preview)
+    preview.rows = []
     return {
         "batch_id": batch.id, "mapping": _mapping_key(batch), "total": preview.total,
         "valid": len(preview.prepared), "new": preview.new_count, "error_rows": len(preview.error_rows),

@@ -74,11 +74,15 @@ KINDS: dict[str, TaskKind] = {
         "crm.intake.importer:run_task", _l("导入线索"), "crm.intake.importer:task_summary",
         "crm.intake.importer:task_stopped",
     ),
+    "handover": TaskKind(
+        "crm.pool.departure:handover_task", _l("离职/休假交接"), "crm.pool.departure:summary", unit=_l("个客户"),
+    ),
 }  # fmt: skip
 
 STAGES = {
     "read": _l("读取文件"),
     "validate": _l("校验数据"),
+    "check": _l("查找已有客户"),
     "import": _l("导入数据"),
     "write": _l("生成文件"),
     "work": _l("处理中"),
