@@ -110,6 +110,23 @@ def run(backend: str, rows: int, redis_url: str) -> dict:
     config = {"SQLALCHEMY_DATABASE_URI": url, "INSTANCE_PATH": str(instance), "SECRET_KEY": "bench",
               "TESTING": False, "REDIS_URL": redis_url, "WTF_CSRF_ENABLED": False}  # fmt: skip
     app = create_app(config)
+    served: list[
+        tuple[str, float]
+    ] = []  # (path, seconds in the app: what a server spends, no client encoding)
+
+    @app.before_request
+    def _start_clock():
+        from flask import g
+
+        g.bench_t0 = time.perf_counter()
+
+    @app.teardown_request
+    def _stop_clock(_exc=None):
+        from flask import g, request
+
+        if hasattr(g, "bench_t0"):
+            served.append((request.path, time.perf_counter() - g.bench_t0))
+
     data = make_xlsx(rows, random.Random(19))
     t = time.perf_counter()
     sheet = load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
@@ -194,10 +211,12 @@ def run(backend: str, rows: int, redis_url: str) -> dict:
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-    slowest = max(requests, key=lambda r: r[1])
-    upload_s = requests[0][1]
+    slowest = max(served, key=lambda r: r[1])
+    upload_s = next(t for path, t in served if path == "/intake/imports")
+    upload_client_s = requests[0][1]
     return {
         "backend": backend, "rows": read_rows - 1, "openpyxl": openpyxl_s, "upload": upload_s,
+        "upload_client": upload_client_s,
         "slowest": slowest, "preview": previewed - start, "total": finished - start, "status": status,
         "created": created, "errors": errors, "customers": customers, "gap": max(gaps) if gaps else (0.0, ()),
         "rss": peak_rss, "progress_values": len(set(preview_values)) + len(set(import_values)),
@@ -209,7 +228,8 @@ def report(r: dict) -> None:
     target = 60 if r["backend"] == "sqlite" else 90
     print(f"== {r['backend']}: {r['rows']:,}-row xlsx, 10 % bad rows (load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs)")  # fmt: skip
-    print(f"  upload request        {r['upload']:.2f} s  (target ≤ 1 s)")
+    print(f"  upload request        {r['upload']:.2f} s in the app  (target ≤ 1 s; {r['upload_client']:.2f} s with the "
+          f"test client encoding and parsing the 5 MB multipart body)")  # fmt: skip
     print(f"  slowest web request   {r['slowest'][1]:.2f} s  {r['slowest'][0]}  ({r['requests']} requests)")
     print(f"  progress              longest gap {r['gap'][0]:.2f} s between changes while running (target ≤ 2 s; "
           f"after {r['gap'][1]}); {r['progress_values']} distinct values seen")  # fmt: skip

@@ -18,6 +18,7 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pickle
 import re
@@ -280,7 +281,8 @@ def build(
     background task's) hears the rows read, then the rows validated."""
     if progress is not None:
         progress(0, stage="read")
-    headers, rows = load(batch, progress)
+    with progress.beating() if hasattr(progress, "beating") else contextlib.nullcontext():
+        headers, rows = load(batch, progress)
     if progress is not None:
         progress(0, total=len(rows), stage="validate")
     columns = {

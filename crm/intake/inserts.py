@@ -41,11 +41,19 @@ def insert_leads(
         _insert_one(session, leads[0], events[0], check_later[0])
         return
     columns = [c for c in vars(leads[0]) if c != "id"]
-    result = session.execute(
-        insert(_CUSTOMERS).returning(_CUSTOMERS.c.id, sort_by_parameter_order=True),
-        [{c: getattr(lead, c) for c in columns} for lead in leads],
-    )
-    for lead, (customer_id,) in zip(leads, result.all(), strict=True):
+    rows = [{c: getattr(lead, c) for c in columns} for lead in leads]
+    if is_postgres(session):
+        result = session.execute(
+            insert(_CUSTOMERS).returning(_CUSTOMERS.c.id, sort_by_parameter_order=True), rows
+        )
+        new_ids = [customer_id for (customer_id,) in result.all()]
+    else:
+        # SQLite: an ordered RETURNING makes SQLAlchemy insert one row per statement (1,000 statements for a
+        # 1,000-row import chunk). Under intake's write lock the rows of these INSERTs get ascending rowids in
+        # the order given, so the unordered RETURNING, sorted, is that order.
+        new_ids = sorted(customer_id for (customer_id,) in session.execute(
+            insert(_CUSTOMERS).returning(_CUSTOMERS.c.id), rows).all())  # fmt: skip
+    for lead, customer_id in zip(leads, new_ids, strict=True):
         lead.id = customer_id
     grams.write_grams(session, [(lead.id, lead.name_key) for lead in leads if lead.name_key])
     record_events(

@@ -16,9 +16,11 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,6 +210,29 @@ class Progress:
             cancel = conn.scalar(select(Task.cancel_requested).where(Task.id == self.task_id))
         if cancel:
             raise TaskCancelled()
+
+    @contextlib.contextmanager
+    def beating(self):
+        """Keep the heartbeat going from a thread during one long call that cannot report (openpyxl opening a
+        workbook parses all its shared strings first). The cancel flag is seen at the next report after it."""
+        stop = threading.Event()
+        app = current_app._get_current_object()
+
+        def beat() -> None:
+            with app.app_context():
+                while not stop.wait(self.every):
+                    with db.engine.begin() as conn:
+                        conn.execute(
+                            update(Task).where(Task.id == self.task_id).values(heartbeat_at=clock.now())
+                        )
+
+        thread = threading.Thread(target=beat, name=f"task-{self.task_id}-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def execute(session: Session, task_id: int) -> Task | None:
