@@ -203,9 +203,11 @@ class Progress:
             return
         self._last = now
         self.writes += 1
+        at = clock.now()
+        extra = {"stage_started_at": at} if stage is not None else {}
         with db.engine.begin() as conn:
             conn.execute(
-                update(Task).where(Task.id == self.task_id).values(heartbeat_at=clock.now(), **self.values)
+                update(Task).where(Task.id == self.task_id).values(heartbeat_at=at, **self.values, **extra)
             )
             cancel = conn.scalar(select(Task.cancel_requested).where(Task.id == self.task_id))
         if cancel:
@@ -418,10 +420,11 @@ def latest(session: Session, ref: str, kinds: tuple[str, ...] | None = None) -> 
 
 
 def eta_seconds(task: Task, now: datetime) -> int | None:
-    """Time left from the rate so far (None before there is a rate)."""
-    if task.status != TaskStatus.RUNNING or not task.started_at or not task.done or not task.total:
+    """Time left from the rate so far in the current stage (None before there is a rate)."""
+    since = task.stage_started_at or task.started_at
+    if task.status != TaskStatus.RUNNING or not since or not task.done or not task.total:
         return None
-    elapsed = ((task.heartbeat_at or now) - task.started_at).total_seconds()
+    elapsed = ((task.heartbeat_at or now) - since).total_seconds()
     if elapsed <= 0:
         return None
     return max(0, round((task.total - task.done) * elapsed / task.done))

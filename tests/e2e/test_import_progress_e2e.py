@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from crm.extensions import db
 from crm.models import Customer
 from tests.conftest import redis_url_for_tests
-from tests.e2e.conftest import assert_no_horizontal_scroll
+from tests.e2e.conftest import SHOTS, assert_no_horizontal_scroll
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS = 20_000
@@ -42,8 +42,12 @@ def worker(app):
     proc = subprocess.Popen([sys.executable, "-m", "workers.worker", "default"], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     yield proc
-    proc.terminate()
-    proc.wait(timeout=30)
+    proc.terminate()  # rq's warm shutdown
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
     log.close()
 
 
@@ -86,11 +90,15 @@ def test_a_20000_row_import_on_a_phone_shows_live_progress_the_result_and_the_er
     assert "20000" in page.inner_text("#import_step")
     page.click("button:has-text('预览导入结果')")
     page.wait_for_selector("#preview_progress .task-progress")
+    page.wait_for_selector("#preview_progress .task-bar")
+    page.locator("#preview_progress").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "import-progress-previewing-phone.png"))
     preview_seen: list[str] = []
     _progress_values(page, preview_seen, "#preview", timeout=120)
     assert "18000" in page.inner_text("#preview") and "2000" in page.inner_text("#preview")
     assert_no_horizontal_scroll(page)
-    screenshot(page, "import-progress-preview-phone")
+    page.locator("#preview").scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / "import-progress-preview-phone.png"))
     page.click("button:has-text('导入 18000 条有效数据')")
     page.wait_for_selector("#import_progress .task-progress")
     assert page.locator("#import_progress .task-progress[hx-trigger='every 1s']").count() == 1
@@ -116,7 +124,8 @@ def test_a_20000_row_import_on_a_phone_shows_live_progress_the_result_and_the_er
     assert db.session.scalar(select(func.count()).select_from(Customer)) == 18000
     with page.expect_download() as download:
         page.click("#import_result a:has-text('错误文件 .xlsx')")
-    sheet = load_workbook(download.value.path(), read_only=True).worksheets[0]
+    with open(download.value.path(), "rb") as fh:
+        sheet = load_workbook(io.BytesIO(fh.read()), read_only=True).worksheets[0]
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][0] == "行号" and len(rows) == 2001 and "不是有效的电话号码" in str(rows[1][-1])
     page.goto(f"{live_server}/intake/imports")
