@@ -319,3 +319,15 @@ def test_a_background_handover_over_the_receivers_cap_is_refused_before_it_start
         f"/users/{rep.id}/handover", data={"ho-mode": "user", "ho-user_id": colleague.id}
     )
     assert resp.status_code == 303 and _task("handover") is None
+
+
+def test_a_score_recompute_runs_as_a_task_with_its_progress(app, make, admin, redis_conn):
+    pool = make.pool("池")
+    for _ in range(5):
+        make.customer(pool)
+    task = tasks.start(db.session, "score_recompute", admin, clock.now(), total=5, inline_max=0)
+    assert task.status == "queued" and task.job_id
+    jobs.run_task(task.id)
+    db.session.refresh(task)
+    assert (task.status, task.done, task.result["customers"]) == ("done", 5, 5)
+    assert "已重算 5 位客户的评分" in tasks.summary(task)

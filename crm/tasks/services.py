@@ -76,6 +76,10 @@ KINDS: dict[str, TaskKind] = {
         "crm.intake.importer:run_task", _l("导入线索"), "crm.intake.importer:task_summary",
         "crm.intake.importer:task_stopped",
     ),
+    "score_recompute": TaskKind(
+        "crm.tasks.builtin:score_recompute", _l("按新规则重算评分"), "crm.tasks.builtin:score_summary",
+        unit=_l("个客户"),
+    ),
     "handover": TaskKind(
         "crm.pool.departure:handover_task", _l("离职/休假交接"), "crm.pool.departure:summary", unit=_l("个客户"),
     ),
