@@ -331,3 +331,22 @@ def test_a_score_recompute_runs_as_a_task_with_its_progress(app, make, admin, re
     db.session.refresh(task)
     assert (task.status, task.done, task.result["customers"]) == ("done", 5, 5)
     assert "已重算 5 位客户的评分" in tasks.summary(task)
+
+
+def test_a_pool_admin_exports_a_whole_pool_in_the_background_and_downloads_it(manager_client, rep_client, make,
+                                                                                manager, redis_conn):  # fmt: skip
+    pool = make.pool("华东池", admins=[manager])
+    for i in range(7):
+        make.customer(pool, name=f"=公司{i}")
+    resp = manager_client.post(f"/pools/{pool.id}/export", data={"fmt": "csv"})
+    task = _task("pool_export")
+    assert resp.status_code == 303 and task.status == "queued" and task.total == 7
+    assert rep_client.post(f"/pools/{pool.id}/export", data={"fmt": "csv"}).status_code == 403
+    jobs.run_task(task.id)
+    page = manager_client.get(f"/tasks/{task.id}")
+    assert "已导出「华东池」的 7 个客户" in page.text and "下载文件" in page.text
+    download = manager_client.get(f"/tasks/{task.id}/file")
+    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
+    lines = download.data.decode("utf-8-sig").splitlines()
+    assert len(lines) == 8 and lines[0].startswith("编号,公司名称") and ",'=公司0," in lines[1]
+    assert rep_client.get(f"/tasks/{task.id}/file").status_code == 404

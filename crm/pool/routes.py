@@ -592,6 +592,23 @@ def handover(user_id: int):
     return redirect(back, 303)
 
 
+@bp.route("/pools/<int:pool_id>/export", methods=["POST"])
+@access(Role.MANAGER)
+def export(pool_id: int):
+    """导出: the whole pool as CSV or xlsx, produced in the background; the task page offers the file."""
+    from crm.pool import export as pool_export
+
+    pool = db.session.get(Pool, pool_id)
+    if pool is None or pool.deleted_at is not None:
+        abort(404)
+    try:
+        task = pool_export.start(db.session, pool, _me(), request.form.get("fmt", "xlsx"), clock.now())
+    except pool_export.ExportRefused as exc:
+        flash(exc.message, "error")
+        return redirect_htmx(url_for("pool.board", pool_id=pool.id))
+    return redirect_htmx(url_for("tasks.show", task_id=task.id))
+
+
 def _handover_in_background(user: User, me: User, receiver: User | None, form: HandoverForm, back: str):
     """Many customers: a background task with a progress page (the request answers at once)."""
     from crm.pool import departure

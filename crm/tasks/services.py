@@ -80,6 +80,9 @@ KINDS: dict[str, TaskKind] = {
         "crm.tasks.builtin:score_recompute", _l("按新规则重算评分"), "crm.tasks.builtin:score_summary",
         unit=_l("个客户"),
     ),
+    "pool_export": TaskKind(
+        "crm.pool.export:export_task", _l("导出公海客户"), "crm.pool.export:summary", unit=_l("个客户"),
+    ),
     "handover": TaskKind(
         "crm.pool.departure:handover_task", _l("离职/休假交接"), "crm.pool.departure:summary", unit=_l("个客户"),
     ),
