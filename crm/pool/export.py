@@ -18,8 +18,10 @@ from crm.models import Customer, Pool, Task, User
 from crm.permissions import is_pool_admin
 
 CHUNK = 2000
-COLUMNS = ("id", "name", "contact_name", "phone", "email", "wechat", "industry", "region", "company_size",
-           "channel", "campaign", "grade", "score", "owner", "pool_entered_at", "created_at")  # fmt: skip
+
+
+_FIELDS = ("id", "name", "contact_name", "phone", "email", "wechat", "industry", "region", "company_size", "channel",
+           "campaign", "grade", "score", "owner_id", "pool_entered_at", "created_at")  # fmt: skip
 
 
 def headers() -> list[str]:
@@ -65,8 +67,8 @@ def export_task(session: Session, task: Task, progress) -> dict:
     last_id = 0
     progress(0, stage="work")
     while True:
-        chunk = session.scalars(
-            select(Customer)
+        chunk = session.execute(
+            select(*(getattr(Customer, c) for c in _FIELDS))
             .where(Customer.pool_id == pool.id, Customer.merged_into_id.is_(None), Customer.id > last_id)
             .order_by(Customer.id)
             .limit(CHUNK)
@@ -78,7 +80,6 @@ def export_task(session: Session, task: Task, progress) -> dict:
                          c.company_size, c.channel, c.campaign, c.grade, c.score, owners.get(c.owner_id),
                          _local(c.pool_entered_at), _local(c.created_at)])  # fmt: skip
         last_id = chunk[-1].id
-        session.expunge_all()
         progress(len(rows))
     progress(len(rows), stage="write")
     name = f"pool-{pool.id}-{task.id}.{fmt}"

@@ -131,12 +131,12 @@ def start(
     )  # fmt: skip
     session.add(task)
     session.commit()
+    task_id = task.id
     if total <= (inline_limit() if inline_max is None else inline_max):
-        execute(session, task.id)
+        execute(session, task_id)
     else:
         submit(session, task)
-    session.refresh(task)
-    return task
+    return session.get(Task, task_id, populate_existing=True)
 
 
 def inline_limit() -> int:
