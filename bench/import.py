@@ -181,7 +181,9 @@ def run(backend: str, rows: int, redis_url: str) -> dict:
                 status, done = task.status, task.done
             now = time.perf_counter()
             if state != seen:
-                if seen is not None and status == "running":
+                if (
+                    seen is not None and seen[0] == "running" and status == "running"
+                ):  # not the wait in the queue
                     gaps.append((now - last_change, (kind, *seen[1:3])))
                 seen, last_change = state, now
                 values.append(done)
