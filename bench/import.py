@@ -211,8 +211,12 @@ def run(backend: str, rows: int, redis_url: str) -> dict:
             customers = db.session.scalar(select(func.count()).select_from(Customer))
         call("get", f"/intake/imports/{batch_id}/errors.xlsx")
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        worker.terminate()  # rq's warm shutdown
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(timeout=15)
     slowest = max(served, key=lambda r: r[1])
     upload_s = next(t for path, t in served if path == "/intake/imports")
     upload_client_s = requests[0][1]
