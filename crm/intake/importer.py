@@ -23,6 +23,7 @@ import hashlib
 import pickle
 import re
 import shutil
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -415,7 +416,9 @@ def record_preview(session: Session, batch: ImportBatch, preview: Preview) -> No
     session.commit()
 
 
-CHUNK_ROWS = 1000
+CHUNK_ROWS = 1000  # at most, per chunk; a background import sizes its chunks to take ~CHUNK_SECONDS
+MIN_CHUNK_ROWS = 100
+CHUNK_SECONDS = 1.0
 
 
 def begin(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBatch:
@@ -482,7 +485,7 @@ def import_rows(
         batch.errors = preview.errors
         session.commit()
         prepared = preview.prepared
-        size = int(current_app.config.get("CRM_IMPORT_CHUNK_ROWS", CHUNK_ROWS))
+        size = limit = int(current_app.config.get("CRM_IMPORT_CHUNK_ROWS", CHUNK_ROWS))
         done = min(batch.rows_done or 0, len(prepared))
         if progress is not None:
             progress(done, total=len(prepared), errors=batch.rows_error, stage="import")
@@ -491,6 +494,7 @@ def import_rows(
             session.commit()
         while done < len(prepared):
             chunk = prepared[done : done + size]
+            started = time.monotonic()
             intake(
                 session, [p.data for p in chunk], source="import", now=now, pool=pool, actor=actor, batch=batch,
                 prepared=chunk, batch_final=done + len(chunk) >= len(prepared), below=batch.first_customer_id,
@@ -498,6 +502,9 @@ def import_rows(
             done += len(chunk)
             if progress is not None:
                 progress(done)
+                # About a second per chunk, so the bar moves at least every couple of seconds on a busy host.
+                took = max(time.monotonic() - started, 0.01)
+                size = min(limit, max(MIN_CHUNK_ROWS, int(len(chunk) * CHUNK_SECONDS / took)))
         if preview.rows:  # else the preview task wrote them from the same rows
             write_error_files(batch, preview)
         validated_path(batch).unlink(missing_ok=True)
