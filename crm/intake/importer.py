@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from crm import clock
 from crm.intake import spreadsheet
 from crm.intake.dedupe import exact_matches
+from crm.intake.inserts import release_statement_cache
 from crm.intake.services import UTM_KEYS, FieldError, LeadData, Prepared, intake, prepare
 from crm.models import ImportBatch, Pool, User
 from crm.permissions import is_pool_admin
@@ -418,6 +419,7 @@ def record_preview(session: Session, batch: ImportBatch, preview: Preview) -> No
 
 CHUNK_ROWS = 1000  # at most, per chunk; a background import sizes its chunks to take ~CHUNK_SECONDS
 MIN_CHUNK_ROWS = 100
+CHUNK_SIZES = (100, 250, 500, 1000)
 CHUNK_SECONDS = 1.0
 
 
@@ -504,10 +506,11 @@ def import_rows(
                 progress(done)
                 # About a second per chunk, so the bar moves at least every couple of seconds on a busy host.
                 took = max(time.monotonic() - started, 0.01)
-                size = min(limit, max(MIN_CHUNK_ROWS, int(len(chunk) * CHUNK_SECONDS / took)))
+                size = _chunk_size(len(chunk) * CHUNK_SECONDS / took, limit)
         if preview.rows:  # else the preview task wrote them from the same rows
             write_error_files(batch, preview)
         validated_path(batch).unlink(missing_ok=True)
+        release_statement_cache()
     except Exception as exc:
         session.rollback()
         from crm.tasks.services import TaskCancelled
@@ -520,6 +523,13 @@ def import_rows(
         raise ImportError_("failed", _("导入失败: %(err)s", err=str(exc)[:200])) from exc
     session.refresh(batch)
     return batch
+
+
+def _chunk_size(rows_per_target: float, limit: int) -> int:
+    """One of a few sizes (the chunk's statements are cached by psycopg by their text: few sizes, few
+    cached statements), at most ``limit``."""
+    fitting = [n for n in CHUNK_SIZES if n <= rows_per_target and n <= limit]
+    return max(fitting) if fitting else min(MIN_CHUNK_ROWS, limit)
 
 
 def run(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBatch:

@@ -72,6 +72,18 @@ def _psycopg_caches_big_statements():
             setattr(_queries, name, value)
 
 
+def release_statement_cache() -> None:
+    """Drop psycopg's cached statements (an import's big INSERTs, a few MB each) once the import is done."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - another driver
+        return
+    for name in ("_query2pg", "_query2pg_client"):
+        cached = getattr(_queries, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def _insert_many(
     session: Session, leads: list[SimpleNamespace], events: list[dict], check_later: list[bool]
 ) -> None:
