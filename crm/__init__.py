@@ -31,6 +31,7 @@ BLUEPRINTS = [
     "crm.reports.routes",
     "crm.ops.routes",
     "crm.approvals.routes",
+    "crm.tasks.routes",
 ]
 
 

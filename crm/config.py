@@ -92,4 +92,9 @@ def build_config(instance_path: Path) -> dict:
         "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
         # Uploaded import files; a shared folder when several hosts serve the app (default instance/imports).
         "CRM_UPLOAD_DIR": os.environ.get("CRM_UPLOAD_DIR", "").strip() or None,
+        # Background tasks (crm/tasks): work up to this many rows runs inline in the request; a running
+        # task silent this long is marked failed (its worker died); an import commits this many rows at once.
+        "CRM_TASK_INLINE_MAX": _int_env("CRM_TASK_INLINE_MAX", 1000),
+        "CRM_TASK_STUCK_SECONDS": _int_env("CRM_TASK_STUCK_SECONDS", 60),
+        "CRM_IMPORT_CHUNK_ROWS": _int_env("CRM_IMPORT_CHUNK_ROWS", 1000),
     }

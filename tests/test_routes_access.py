@@ -62,6 +62,19 @@ def world(make, rep, manager, admin):
     world["extension_request"] = ext.id
     world["lead_form"] = make.lead_form(pool)
     world["batch"] = make.import_batch(manager, pool)
+    # each user's finished background task (crm/tasks) with the file it produced
+    from crm import clock
+    from crm.models import Task
+    from crm.tasks.services import files_dir
+
+    (files_dir() / "sample.csv").write_text("a,b\n")
+    world["tasks"] = {}
+    for user in (rep, manager, admin):
+        task = Task(kind="import_preview", owner_id=user.id, params={"batch_id": world["batch"].id},
+                    status="done", result={"file": "sample.csv"}, created_at=clock.now())  # fmt: skip
+        db.session.add(task)
+        db.session.flush()
+        world["tasks"][user.id] = task.id
     # pipeline: an open opportunity of the rep's customer
     from crm import clock
     from crm.pipeline import services as pipeline
@@ -97,6 +110,7 @@ def sample_params(world, user) -> dict:
         "form_id": world["lead_form"].id,
         "slug": world["lead_form"].slug,
         "batch_id": world["batch"].id,
+        "task_id": world["tasks"].get(user.id if user else 0, 1),
         "fmt": "xlsx",
         "opportunity_id": world["opportunity"].id,
         "stage_id": 1,

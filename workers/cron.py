@@ -32,3 +32,5 @@ cron.register(jobs.rollup_reports, queue_name="default", cron="10 1 * * *", job_
 cron.register(jobs.weekly_digest, queue_name="default", cron="0 8-11 * * 1")
 # Nightly backup at 03:15 (crm/ops/backup.py; SQLite by default, see CRM_BACKUP_NIGHTLY).
 cron.register(jobs.nightly_backup, queue_name="default", cron="15 3 * * *", job_timeout=3600)
+# Background tasks (crm/tasks): stuck ones marked failed, ones queued while Redis was down submitted.
+cron.register(jobs.watch_tasks, queue_name="default", interval=60)

@@ -220,3 +220,25 @@ def nightly_backup() -> str:
     if wanted in ("0", "off", "false", "no") or (wanted == "auto" and db.engine.dialect.name != "sqlite"):
         return "skipped (CRM_BACKUP_NIGHTLY)"
     return take_backup()
+
+
+@app_job
+def run_task(task_id: int) -> str | None:
+    """Run a background task (``crm.tasks``): its handler writes progress to the task row. A task that
+    is not queued any more (cancelled, or already run) is left alone. Returns the task's final status."""
+    from crm.extensions import db
+    from crm.tasks.services import execute
+
+    task = execute(db.session, task_id)
+    return task.status if task is not None else None
+
+
+@app_job
+def watch_tasks() -> dict:
+    """Background-task watchdog: tasks whose worker died are marked failed (retry button), tasks started
+    while Redis was down are handed to the worker."""
+    from crm import clock
+    from crm.extensions import db
+    from crm.tasks.services import watch
+
+    return watch(db.session, clock.now())

@@ -18,10 +18,14 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import pickle
 import re
 import shutil
+import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +39,7 @@ from sqlalchemy.orm import Session
 from crm import clock
 from crm.intake import spreadsheet
 from crm.intake.dedupe import exact_matches
+from crm.intake.inserts import release_statement_cache
 from crm.intake.services import UTM_KEYS, FieldError, LeadData, Prepared, intake, prepare
 from crm.models import ImportBatch, Pool, User
 from crm.permissions import is_pool_admin
@@ -138,7 +143,7 @@ def create_batch(
     try:
         kind = spreadsheet.kind_of(filename, head)
         spreadsheet.check(source_path, kind)
-        headers, rows = spreadsheet.read(source_path, kind)
+        headers, first_rows, estimate = spreadsheet.head(source_path, kind)
     except spreadsheet.SpreadsheetError as exc:
         raise ImportError_(exc.code, exc.message) from exc
     digest = hashlib.sha256()
@@ -164,14 +169,12 @@ def create_batch(
     target = storage_dir() / f"{file_hash}.{kind}"
     if not target.exists():
         shutil.copyfile(source_path, target)
-    while len(_PARSED) >= _PARSED_KEEP:
-        _PARSED.pop(next(iter(_PARSED)))
-    _PARSED[file_hash] = (headers, rows)  # the preview that follows needs no second parse
+    samples = [[_text(v) if not isinstance(v, int | float) else v for v in row] for row in first_rows]
     batch = ImportBatch(
         user_id=user.id, pool_id=pool.id, filename=(filename or "import")[:200], file_hash=file_hash,
         mapping={"kind": kind, "columns": guess_mapping(headers), "channel": channel.strip(),
-                 "campaign": campaign.strip()},
-        status="preview", rows_total=len(rows), created_at=now,
+                 "campaign": campaign.strip(), "headers": headers, "samples": samples},
+        status="preview", rows_total=estimate or 0, created_at=now,
     )  # fmt: skip
     session.add(batch)
     session.commit()
@@ -180,9 +183,12 @@ def create_batch(
 
 _PARSED: dict[str, tuple[list[str], list[tuple[int, list]]]] = {}
 _PARSED_KEEP = 2
+_CACHE_ROWS = 5000
 
 
-def load(batch: ImportBatch) -> tuple[list[str], list[tuple[int, list]]]:
+def load(
+    batch: ImportBatch, progress: Callable[[int], None] | None = None
+) -> tuple[list[str], list[tuple[int, list]]]:
     """Headers and rows of the batch's stored file. The last couple of files parsed are kept in memory,
     so preview and import right after it do not parse a 10,000-row workbook twice (files are named by
     their hash and never change, so the cache cannot go stale)."""
@@ -193,9 +199,11 @@ def load(batch: ImportBatch) -> tuple[list[str], list[tuple[int, list]]]:
     if cached is not None:
         return cached[0], list(cached[1])
     try:
-        parsed = spreadsheet.read(path, batch.mapping.get("kind", "xlsx"))
+        parsed = spreadsheet.read(path, batch.mapping.get("kind", "xlsx"), progress)
     except spreadsheet.SpreadsheetError as exc:
         raise ImportError_(exc.code, exc.message) from exc
+    if len(parsed[1]) > _CACHE_ROWS:  # a big file is read by a background task, once per task
+        return parsed[0], list(parsed[1])
     while len(_PARSED) >= _PARSED_KEEP:
         _PARSED.pop(next(iter(_PARSED)))
     _PARSED[batch.file_hash] = parsed
@@ -207,6 +215,8 @@ def set_mapping(session: Session, batch: ImportBatch, columns: dict[str, str]) -
     clean: dict[str, str] = {}
     seen: dict[str, str] = {}
     known = {name for name, _l_, _s in FIELDS}
+    if batch.rows_done:
+        raise ImportError_("partly_imported", _("该批次已导入了一部分,不能再修改列对应,请重试导入。"))
     for index, name in columns.items():
         if not name:
             continue
@@ -254,6 +264,7 @@ class Preview:
     prepared: list[Prepared]  # the good rows, ready to import
     errors: list[dict]  # {"row", "column", "reason"}
     error_rows: set[int]
+    rows: list[tuple[int, list]] = field(default_factory=list)  # the file's rows, for the error file
     duplicates: list[dict] = field(default_factory=list)  # {"row", "customer", "matched_on", "owned"}
     samples: list[dict] = field(default_factory=list)
 
@@ -262,9 +273,21 @@ class Preview:
         return len(self.prepared) - len(self.duplicates)
 
 
-def build(session: Session, batch: ImportBatch, *, check_existing: bool = True) -> Preview:
-    """Read the file with the batch's mapping and validate every row (no writes)."""
-    headers, rows = load(batch)
+def build(
+    session: Session,
+    batch: ImportBatch,
+    *,
+    check_existing: bool = True,
+    progress: Callable[..., None] | None = None,
+) -> Preview:
+    """Read the file with the batch's mapping and validate every row (no writes). ``progress`` (a
+    background task's) hears the rows read, then the rows validated."""
+    if progress is not None:
+        progress(0, stage="read")
+    with progress.beating() if hasattr(progress, "beating") else contextlib.nullcontext():
+        headers, rows = load(batch, progress)
+    if progress is not None:
+        progress(0, total=len(rows), stage="validate")
     columns = {
         int(i): name for i, name in (batch.mapping.get("columns") or {}).items() if int(i) < len(headers)
     }
@@ -282,7 +305,9 @@ def build(session: Session, batch: ImportBatch, *, check_existing: bool = True) 
         "campaign": batch.mapping.get("campaign") or "",
     }
     how = {"phone": _("电话"), "email": _("邮箱"), "wechat": _("微信")}  # translated once, not per row
-    for number, values in rows:
+    for position, (number, values) in enumerate(rows):
+        if progress is not None and position % 500 == 0:
+            progress(position, errors=len(error_rows))
         data: dict = dict(defaults)
         row_errors: list[FieldError] = []
         for index, name in columns.items():
@@ -340,10 +365,16 @@ def build(session: Session, batch: ImportBatch, *, check_existing: bool = True) 
         else:
             prepared.append(p)
     preview = Preview(
-        headers=headers, total=len(rows), prepared=prepared, errors=errors, error_rows=error_rows
+        headers=headers, total=len(rows), prepared=prepared, errors=errors, error_rows=error_rows, rows=rows
     )
+    if progress is not None:
+        progress(len(rows), errors=len(error_rows), force=True)
     if check_existing and prepared:
-        matches = exact_matches(session, [p.keys for p in prepared])
+        matches = []
+        for start in range(0, len(prepared), 5000):  # in parts, so a task's progress keeps beating
+            if progress is not None:
+                progress(len(rows), stage="check")
+            matches += exact_matches(session, [p.keys for p in prepared[start : start + 5000]])
         owners = {}
         for p, match in zip(prepared, matches, strict=True):
             if match is not None:
@@ -382,9 +413,10 @@ def _preview_key(batch: ImportBatch) -> str:
 def record_preview(session: Session, batch: ImportBatch, preview: Preview) -> None:
     """Keep the preview's counts and errors on the batch (the batch page and the error file read them);
     the validated rows are kept in memory for the import that usually follows (same mapping only)."""
-    while len(_PREVIEWS) >= _PARSED_KEEP:
-        _PREVIEWS.pop(next(iter(_PREVIEWS)))
-    _PREVIEWS[_preview_key(batch)] = (_mapping_key(batch), preview)
+    if preview.total <= _CACHE_ROWS:
+        while len(_PREVIEWS) >= _PARSED_KEEP:
+            _PREVIEWS.pop(next(iter(_PREVIEWS)))
+        _PREVIEWS[_preview_key(batch)] = (_mapping_key(batch), preview)
     batch.rows_total = preview.total
     batch.rows_error = len(preview.error_rows)
     batch.rows_duplicate = len(preview.duplicates)
@@ -392,8 +424,15 @@ def record_preview(session: Session, batch: ImportBatch, preview: Preview) -> No
     session.commit()
 
 
-def run(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBatch:
-    """Import the good rows of a previewed batch (see the module docstring). Commits."""
+CHUNK_ROWS = 1000  # at most, per chunk; a background import sizes its chunks to take ~CHUNK_SECONDS
+MIN_CHUNK_ROWS = 100
+CHUNK_SIZES = (100, 250, 500, 1000)
+CHUNK_SECONDS = 1.0
+
+
+def begin(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBatch:
+    """Check that ``actor`` may import the batch and mark it ``importing`` (one importer at a time): a
+    previewed, failed or cancelled batch — the last two resume after the rows they had committed."""
     batch = session.get(ImportBatch, batch_id, populate_existing=True)
     if batch is None:
         raise ImportError_("not_found", _("导入批次不存在。"))
@@ -402,18 +441,33 @@ def run(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBa
     pool = session.get(Pool, batch.pool_id)
     if pool is None or not is_pool_admin(session, actor, pool):
         raise ImportError_("forbidden", _("你不是该公海池的管理员。"))
-    allowed = ImportBatch.status.in_(("preview", "failed")) | (
+    allowed = ImportBatch.status.in_(("preview", "failed", "cancelled")) | (
         (ImportBatch.status == "importing") & (ImportBatch.created_at < now - STALE_IMPORT)
     )
     started = session.execute(
         update(ImportBatch).where(ImportBatch.id == batch.id, allowed).values(status="importing")
     ).rowcount
     session.commit()
+    session.refresh(batch)
     if started != 1:
-        session.refresh(batch)
         if batch.status == "imported":
             raise ImportError_("already_imported", _("该批次已导入,不会重复导入。"))
         raise ImportError_("busy", _("该批次正在导入中,请稍候刷新。"))
+    return batch
+
+
+def import_rows(
+    session: Session,
+    batch: ImportBatch,
+    actor: User,
+    now: datetime,
+    progress: Callable[..., None] | None = None,
+) -> ImportBatch:
+    """Import the good rows of a batch ``begin`` marked importing, ``CHUNK_ROWS`` at a time. Each chunk is
+    one transaction with the batch's resume point (``rows_done``), so a killed worker leaves whole chunks
+    and the retry continues after them: no row is imported twice (and a row that somehow were would be
+    found as an exact duplicate and attached, not created). A failure marks the batch failed. Commits."""
+    pool = session.get(Pool, batch.pool_id)
     try:
         other = session.scalar(
             select(ImportBatch.id).where(
@@ -430,30 +484,233 @@ def run(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBa
         if cached is not None and cached[0] == _mapping_key(batch):
             preview = cached[1]
         else:
-            preview = build(session, batch, check_existing=False)
+            if progress is not None:
+                progress(0, stage="read")
+            preview = load_validated(batch) or build(session, batch, check_existing=False, progress=progress)
+        if not batch.rows_done:
+            batch.rows_created = batch.rows_duplicate = 0
         batch.rows_total = preview.total
         batch.rows_error = len(preview.error_rows)
         batch.errors = preview.errors
-        intake(
-            session, [p.data for p in preview.prepared], source="import", now=now, pool=pool, actor=actor,
-            batch=batch, prepared=preview.prepared,
-        )  # fmt: skip
+        session.commit()
+        prepared = preview.prepared
+        size = limit = int(current_app.config.get("CRM_IMPORT_CHUNK_ROWS", CHUNK_ROWS))
+        done = min(batch.rows_done or 0, len(prepared))
+        if progress is not None:
+            progress(done, total=len(prepared), errors=batch.rows_error, stage="import")
+        if not prepared:
+            batch.status, batch.finished_at = "imported", now
+            session.commit()
+        while done < len(prepared):
+            chunk = prepared[done : done + size]
+            started = time.monotonic()
+            intake(
+                session, [p.data for p in chunk], source="import", now=now, pool=pool, actor=actor, batch=batch,
+                prepared=chunk, batch_final=done + len(chunk) >= len(prepared), below=batch.first_customer_id,
+            )  # fmt: skip
+            done += len(chunk)
+            if progress is not None:
+                progress(done)
+                # About a second per chunk, so the bar moves at least every couple of seconds on a busy host.
+                took = max(time.monotonic() - started, 0.01)
+                size = _chunk_size(len(chunk) * CHUNK_SECONDS / took, limit)
+        if preview.rows:  # else the preview task wrote them from the same rows
+            write_error_files(batch, preview)
+        validated_path(batch).unlink(missing_ok=True)
+        release_statement_cache()
     except Exception as exc:
         session.rollback()
-        session.execute(
-            update(ImportBatch).where(ImportBatch.id == batch.id).values(status="failed", finished_at=now)
-        )
-        session.commit()
+        from crm.tasks.services import TaskCancelled
+
+        if isinstance(exc, TaskCancelled):
+            raise
+        mark_stopped(session, batch.id, "failed", now)
         if isinstance(exc, ImportError_):
             raise
-        raise ImportError_("failed", _("导入失败,未导入任何数据: %(err)s", err=str(exc)[:200])) from exc
+        raise ImportError_("failed", _("导入失败: %(err)s", err=str(exc)[:200])) from exc
     session.refresh(batch)
     return batch
 
 
+def _chunk_size(rows_per_target: float, limit: int) -> int:
+    """One of a few sizes (the chunk's statements are cached by psycopg by their text: few sizes, few
+    cached statements), at most ``limit``."""
+    fitting = [n for n in CHUNK_SIZES if n <= rows_per_target and n <= limit]
+    return max(fitting) if fitting else min(MIN_CHUNK_ROWS, limit)
+
+
+def run(session: Session, batch_id: int, actor: User, now: datetime) -> ImportBatch:
+    """Import the good rows of a previewed batch here and now (the CLI; small files). Commits."""
+    return import_rows(session, begin(session, batch_id, actor, now), actor, now)
+
+
+def mark_stopped(session: Session, batch_id: int, status: str, now: datetime) -> None:
+    """An importing batch that stopped (failed, cancelled, its worker died): marked so it can be retried."""
+    session.execute(
+        update(ImportBatch)
+        .where(ImportBatch.id == batch_id, ImportBatch.status == "importing")
+        .values(status=status, finished_at=now)
+    )
+    session.commit()
+
+
+def mark_stuck(session: Session, now: datetime) -> list[int]:
+    """Batches left "importing" with no background task still working on them (a worker killed before
+    tasks existed, or a task marked failed meanwhile) are marked failed. Returns their ids."""
+    from crm.tasks.services import latest
+
+    stuck = []
+    for batch in session.scalars(select(ImportBatch).where(ImportBatch.status == "importing")).all():
+        task = latest(session, f"import:{batch.id}", ("import_run",))
+        if task is not None and task.active:
+            continue
+        if task is None and batch.created_at > now - STALE_IMPORT:
+            continue  # an import run by the CLI, without a task
+        mark_stopped(session, batch.id, "failed", now)
+        stuck.append(batch.id)
+    return stuck
+
+
+# ---------------------------------------------------------------- as background tasks
+
+
+def start_preview(session: Session, batch: ImportBatch, actor: User, now: datetime):
+    """Validate every row in a background task (inline for a small file). Returns the task."""
+    from crm.tasks import services as tasks
+
+    return tasks.start(
+        session, "import_preview", actor, now, params={"batch_id": batch.id}, total=batch.rows_total or 0,
+        ref=f"import:{batch.id}",
+    )  # fmt: skip
+
+
+def start_import(session: Session, batch_id: int, actor: User, now: datetime):
+    """Import a previewed batch in a background task (inline for a small file). Returns the task."""
+    from crm.tasks import services as tasks
+
+    batch = begin(session, batch_id, actor, now)
+    return tasks.start(
+        session, "import_run", actor, now, params={"batch_id": batch.id}, total=batch.rows_total or 0,
+        ref=f"import:{batch.id}",
+    )  # fmt: skip
+
+
+def preview_task(session: Session, task, progress) -> dict:
+    """The preview as a task: every row validated, counts and errors kept on the batch, the error file
+    written; the result holds what the preview step shows."""
+    batch = session.get(ImportBatch, task.params["batch_id"])
+    if batch is None:
+        from crm.tasks.services import TaskFailed
+
+        raise TaskFailed(_("导入批次不存在。"))
+    try:
+        preview = build(session, batch, progress=progress)
+    except ImportError_ as exc:
+        from crm.tasks.services import TaskFailed
+
+        raise TaskFailed(exc.message) from exc
+    progress(stage="write")
+    record_preview(session, batch, preview)
+    write_error_files(batch, preview)
+    progress(force=True)
+    save_validated(batch, preview)
+    preview.rows = []
+    return {
+        "batch_id": batch.id, "mapping": _mapping_key(batch), "total": preview.total,
+        "valid": len(preview.prepared), "new": preview.new_count, "error_rows": len(preview.error_rows),
+        "duplicates": len(preview.duplicates),
+        "duplicate_rows": [{k: d.get(k) for k in ("row", "customer", "owner")} for d in preview.duplicates[:50]],
+    }  # fmt: skip
+
+
+def run_task(session: Session, task, progress) -> dict:
+    """The import as a task; a retry (the batch failed or was cancelled) resumes after its committed rows."""
+    from crm.tasks.services import TaskFailed
+
+    actor = session.get(User, task.owner_id)
+    now = clock.now()
+    try:
+        batch = session.get(ImportBatch, task.params["batch_id"], populate_existing=True)
+        if batch is None or batch.status != "importing":
+            batch = begin(session, task.params["batch_id"], actor, now)
+        batch = import_rows(session, batch, actor, now, progress)
+    except ImportError_ as exc:
+        raise TaskFailed(exc.message) from exc
+    return {"batch_id": batch.id, "created": batch.rows_created, "duplicates": batch.rows_duplicate,
+            "error_rows": batch.rows_error}  # fmt: skip
+
+
+def task_stopped(session: Session, task) -> None:
+    """A preview or import task failed or was cancelled: an importing batch says so (retry resumes)."""
+    if task.kind == "import_run":
+        status = "cancelled" if task.status == "cancelled" else "failed"
+        mark_stopped(session, task.params["batch_id"], status, clock.now())
+
+
+def task_summary(task) -> str:
+    r = task.result
+    if task.kind == "import_preview":
+        return _("预览完成: 共 %(total)s 行,可导入 %(valid)s 条,错误 %(err)s 行。",
+                 total=r.get("total", 0), valid=r.get("valid", 0), err=r.get("error_rows", 0))  # fmt: skip
+    return _("导入完成: 新建 %(created)s 条,归入已有客户 %(dup)s 条,错误 %(err)s 行。",
+             created=r.get("created", 0), dup=r.get("duplicates", 0), err=r.get("error_rows", 0))  # fmt: skip
+
+
+def validated_path(batch: ImportBatch) -> Path:
+    return storage_dir() / f"validated-{batch.id}.pickle"
+
+
+def save_validated(batch: ImportBatch, preview: Preview) -> None:
+    """Keep the preview task's validated rows for the import task (another process): the import then
+    neither reads the spreadsheet nor validates it again. Written by us under the instance folder only."""
+    path = validated_path(batch)
+    tmp = path.with_suffix(".tmp")
+    kept = Preview(headers=preview.headers, total=preview.total, prepared=preview.prepared, errors=preview.errors,
+                   error_rows=preview.error_rows)  # fmt: skip
+    with open(tmp, "wb") as fh:
+        pickle.dump((_mapping_key(batch), batch.file_hash, kept), fh, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(path)
+
+
+def load_validated(batch: ImportBatch) -> Preview | None:
+    """The preview task's validated rows, if they were made from this file with this mapping."""
+    path = validated_path(batch)
+    try:
+        with open(path, "rb") as fh:
+            mapping, file_hash, preview = pickle.load(fh)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, AttributeError):
+        return None
+    return preview if (mapping, file_hash) == (_mapping_key(batch), batch.file_hash) else None
+
+
+def error_file_path(batch: ImportBatch, fmt: str) -> Path:
+    return storage_dir() / f"errors-{batch.id}.{fmt}"
+
+
+def write_error_files(batch: ImportBatch, preview: Preview) -> None:
+    """The error file in both formats, written by the task that validated the rows (the download then
+    reads no spreadsheet)."""
+    for fmt in ("xlsx", "csv"):
+        path = error_file_path(batch, fmt)
+        if not preview.error_rows:
+            path.unlink(missing_ok=True)
+            continue
+        body = _error_rows(batch, preview.headers, preview.rows, fmt)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(body)
+        tmp.replace(path)
+
+
 def error_rows_file(session: Session, batch: ImportBatch, fmt: str) -> bytes:
     """The rows with errors, as uploaded, plus 行号 and 错误原因 — escaped against formula injection."""
+    path = error_file_path(batch, fmt)
+    if path.exists():
+        return path.read_bytes()
     headers, rows = load(batch)
+    return _error_rows(batch, headers, rows, fmt)
+
+
+def _error_rows(batch: ImportBatch, headers: list[str], rows: list[tuple[int, list]], fmt: str) -> bytes:
     reasons: dict[int, list[str]] = {}
     for error in batch.errors or []:
         if error.get("warning"):
@@ -461,6 +718,41 @@ def error_rows_file(session: Session, batch: ImportBatch, fmt: str) -> bytes:
         reasons.setdefault(int(error["row"]), []).append(f"{error['column']}: {error['reason']}")
     out = [[number, *values, ";".join(reasons[number])] for number, values in rows if number in reasons]
     return spreadsheet.write([_("行号"), *headers, _("错误原因")], out, fmt)
+
+
+def headers_and_samples(batch: ImportBatch) -> tuple[list[str], list[list]]:
+    """The file's headers and first rows as kept at upload (older batches: read from the file)."""
+    if "headers" in batch.mapping:
+        return batch.mapping["headers"], batch.mapping.get("samples") or []
+    headers, rows = load(batch)
+    return headers, [values for _n, values in rows[:3]]
+
+
+def step(session: Session, batch: ImportBatch) -> tuple[object, dict | None]:
+    """The batch's latest preview or import task, and the preview to show (a finished preview of the
+    current mapping) for the batch page."""
+    from crm.tasks.services import latest
+
+    task = latest(session, f"import:{batch.id}", ("import_preview", "import_run"))
+    preview = None
+    done = task is not None and task.kind == "import_preview" and task.status == "done" and task.result
+    if done and task.result.get("mapping") == _mapping_key(batch):
+        preview = task.result
+    return task, preview
+
+
+def running_tasks(session: Session, batches: list[ImportBatch], now: datetime) -> dict[int, object]:
+    """{batch id: its active preview or import task} for the import list's progress bars."""
+    from crm.models import Task, TaskStatus
+    from crm.tasks.services import refresh
+
+    refs = {f"import:{b.id}": b.id for b in batches}
+    if not refs:
+        return {}
+    found = session.scalars(
+        select(Task).where(Task.ref.in_(list(refs)), Task.status.in_(TaskStatus.ACTIVE)).order_by(Task.id)
+    ).all()
+    return {refs[t.ref]: refresh(session, t, now) for t in found}
 
 
 def batches_for(session: Session, user: User, limit: int = 30) -> list[ImportBatch]:

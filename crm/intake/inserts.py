@@ -11,6 +11,7 @@ same statement (PostgreSQL, one lead) or one more INSERT. Nothing is read back t
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
 from sqlalchemy import Select, String, bindparam, exists, func, insert, literal_column, select, true
@@ -40,12 +41,66 @@ def insert_leads(
     if len(leads) == 1 and is_postgres(session):
         _insert_one(session, leads[0], events[0], check_later[0])
         return
+    if is_postgres(session) and len(leads) > 50:
+        with _psycopg_caches_big_statements():
+            _insert_many(session, leads, events, check_later)
+        return
+    _insert_many(session, leads, events, check_later)
+
+
+@contextlib.contextmanager
+def _psycopg_caches_big_statements():
+    """psycopg turns a statement's ``%(name)s`` placeholders into ``$n`` in Python, and caches the result only
+    for statements of at most 50 parameters: an import chunk's multi-row INSERTs (40,000 parameters for 1,000
+    customers) were parsed again for every chunk — about half of a PostgreSQL import. Their text is the same
+    for every full chunk, so psycopg may cache them while they are written (its cache keeps 128 entries)."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - another driver
+        yield
+        return
+    names = ("MAX_CACHED_STATEMENT_LENGTH", "MAX_CACHED_STATEMENT_PARAMS")
+    if not all(hasattr(_queries, n) for n in names):  # pragma: no cover - a psycopg without these limits
+        yield
+        return
+    old = [getattr(_queries, n) for n in names]
+    _queries.MAX_CACHED_STATEMENT_LENGTH, _queries.MAX_CACHED_STATEMENT_PARAMS = 4 << 20, 1 << 16
+    try:
+        yield
+    finally:
+        for name, value in zip(names, old, strict=True):
+            setattr(_queries, name, value)
+
+
+def release_statement_cache() -> None:
+    """Drop psycopg's cached statements (an import's big INSERTs, a few MB each) once the import is done."""
+    try:
+        from psycopg import _queries
+    except ImportError:  # pragma: no cover - another driver
+        return
+    for name in ("_query2pg", "_query2pg_client"):
+        cached = getattr(_queries, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
+def _insert_many(
+    session: Session, leads: list[SimpleNamespace], events: list[dict], check_later: list[bool]
+) -> None:
     columns = [c for c in vars(leads[0]) if c != "id"]
-    result = session.execute(
-        insert(_CUSTOMERS).returning(_CUSTOMERS.c.id, sort_by_parameter_order=True),
-        [{c: getattr(lead, c) for c in columns} for lead in leads],
-    )
-    for lead, (customer_id,) in zip(leads, result.all(), strict=True):
+    rows = [{c: getattr(lead, c) for c in columns} for lead in leads]
+    if is_postgres(session):
+        result = session.execute(
+            insert(_CUSTOMERS).returning(_CUSTOMERS.c.id, sort_by_parameter_order=True), rows
+        )
+        new_ids = [customer_id for (customer_id,) in result.all()]
+    else:
+        # SQLite: an ordered RETURNING makes SQLAlchemy insert one row per statement (1,000 statements for a
+        # 1,000-row import chunk). Under intake's write lock the rows of these INSERTs get ascending rowids in
+        # the order given, so the unordered RETURNING, sorted, is that order.
+        new_ids = sorted(customer_id for (customer_id,) in session.execute(
+            insert(_CUSTOMERS).returning(_CUSTOMERS.c.id), rows).all())  # fmt: skip
+    for lead, customer_id in zip(leads, new_ids, strict=True):
         lead.id = customer_id
     grams.write_grams(session, [(lead.id, lead.name_key) for lead in leads if lead.name_key])
     record_events(

@@ -291,10 +291,13 @@ def imports():
                         else:
                             return redirect_htmx(url_for("intake.import_batch", batch_id=batch.id))
     status = 422 if request.method == "POST" else 200
+    now = clock.now()
+    importer.mark_stuck(db.session, now)
     batches = importer.batches_for(db.session, current_user)
     return render(
-        "intake/imports.html", "upload_form", status=status, form=form, error=error, batches=batches
-    )
+        "intake/imports.html", "upload_form", status=status, form=form, error=error, batches=batches,
+        running=importer.running_tasks(db.session, batches, now),
+    )  # fmt: skip
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)
@@ -320,46 +323,55 @@ def _batch_or_404(batch_id: int) -> ImportBatch:
 @bp.route("/intake/imports/<int:batch_id>", methods=["GET", "POST"])
 @access(Role.MANAGER)
 def import_batch(batch_id: int):
-    """One batch: map columns (guessed from the headers), preview per-row errors, then import; or its result."""
+    """One batch: map columns (guessed from the headers), preview per-row errors (a background task for a
+    big file, with a live progress bar), then import; or its progress and result."""
     batch = _batch_or_404(batch_id)
     error = None
-    preview = None
     headers: list[str] = []
     samples: list[list] = []
     try:
-        headers, rows = importer.load(batch)
-        samples = [values for _n, values in rows[:3]]
-        if request.method == "POST" and batch.status in ("preview", "failed"):
+        headers, samples = importer.headers_and_samples(batch)
+        if request.method == "POST" and batch.status in ("preview", "failed", "cancelled"):
             columns = {str(i): request.form.get(f"col-{i}", "") for i in range(len(headers))}
             importer.set_mapping(db.session, batch, columns)
-            preview = importer.build(db.session, batch)
-            importer.record_preview(db.session, batch, preview)
+            importer.start_preview(db.session, batch, current_user, clock.now())
     except importer.ImportError_ as exc:
         db.session.rollback()
         error = exc.message
     status = 422 if error and request.method == "POST" else 200
-    pool = db.session.get(Pool, batch.pool_id)
+    return _batch_page(batch, headers, samples, error, status)
+
+
+def _batch_page(batch: ImportBatch, headers: list[str], samples: list[list], error: str | None, status: int):
+    from crm.tasks import services as tasks
+
+    task, preview = importer.step(db.session, batch)
+    if task is not None:
+        task = tasks.refresh(db.session, task, clock.now())
     return render(
-        "intake/import_batch.html", "import_step", status=status, batch=batch, pool=pool, headers=headers,
-        samples=samples, preview=preview, error=error, fields=importer.FIELDS, columns=batch.mapping.get("columns", {}),
+        "intake/import_batch.html", "import_step", status=status, batch=batch, pool=db.session.get(Pool, batch.pool_id),
+        headers=headers, samples=samples, preview=preview, task=task, error=error, fields=importer.FIELDS,
+        columns=batch.mapping.get("columns", {}), errors=(batch.errors or [])[:100],
     )  # fmt: skip
 
 
 @bp.route("/intake/imports/<int:batch_id>/run", methods=["POST"])
 @access(Role.MANAGER)
 def import_run(batch_id: int):
-    """Import the good rows of a previewed batch (one transaction)."""
+    """Import the good rows of a previewed batch: a background task (a small file is imported at once);
+    the batch page shows its progress."""
     batch = _batch_or_404(batch_id)
     try:
-        batch = importer.run(db.session, batch.id, current_user, clock.now())
+        task = importer.start_import(db.session, batch.id, current_user, clock.now())
     except importer.ImportError_ as exc:
         flash(exc.message, "error")
     else:
-        flash(
-            _("导入完成: 新建 %(created)s 条,归入已有客户 %(dup)s 条,错误 %(err)s 行。",
-              created=batch.rows_created, dup=batch.rows_duplicate, err=batch.rows_error),
-            "success",
-        )  # fmt: skip
+        from crm.tasks import services as tasks
+
+        if task.status == "done":
+            flash(tasks.summary(task), "success")
+        elif task.status == "failed":
+            flash(task.error or _("导入失败。"), "error")
     return redirect_htmx(url_for("intake.import_batch", batch_id=batch_id))
 
 

@@ -392,6 +392,8 @@ def intake(
     route: bool = True,
     prepared: list[Prepared] | None = None,
     defer_fuzzy: bool = False,
+    batch_final: bool = True,
+    below: int | None = None,
 ) -> list[Outcome]:
     """Take ``leads`` in through one path (see the module docstring). Commits; returns one outcome each.
 
@@ -404,6 +406,11 @@ def intake(
     that routing depends on (a possible duplicate holds routing back) are checked here as always. The
     pending check is written with the lead (``PendingDuplicateCheck``), so none is lost; with Redis
     unreachable it runs at once, after the commit.
+
+    An import in chunks (``crm.intake.importer.import_rows``) passes each chunk with the same ``batch``:
+    its counts add up and its resume point (``rows_done``) moves in the chunk's transaction; only the last
+    chunk (``batch_final``) marks it imported. ``below``: the batch's first customer id, so a later chunk's
+    similar-name check looks at older customers only (as one call excludes its own leads).
     """
     if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}")
@@ -498,7 +505,7 @@ def intake(
         deferred_ids = [c.id for _i, c in created if id(c) in deferred]
         _open_conflicts(
             session, [x for x in created if id(x[1]) not in deferred], outcomes, fuzzy_threshold, now,
-            exclude={c.id for _i, c in created},
+            exclude={c.id for _i, c in created}, below=below,
         )  # fmt: skip
         for customer_id in asked_again:
             session.add(
@@ -518,11 +525,18 @@ def intake(
             for customer in session.scalars(select(Customer).where(Customer.id.in_(new_ids))):
                 signals.customer_created.send(customer, session=session, now=now)
         if batch is not None:
-            # The batch flips to "imported" in the same transaction as its rows: never half imported.
-            batch.status = "imported"
-            batch.rows_created = len(created)
-            batch.rows_duplicate = sum(1 for o in outcomes if o.status == "duplicate")
-            batch.finished_at = now
+            # The batch's counts and resume point change in the same transaction as its rows; it flips to
+            # "imported" with its last chunk.
+            if batch.first_customer_id is None and created:
+                batch.first_customer_id = min(c.id for _i, c in created)
+            batch.rows_done = (batch.rows_done or 0) + len(prepared)
+            batch.rows_created = (batch.rows_created or 0) + len(created)
+            batch.rows_duplicate = (batch.rows_duplicate or 0) + sum(
+                1 for o in outcomes if o.status == "duplicate"
+            )
+            if batch_final:
+                batch.status = "imported"
+                batch.finished_at = now
         to_route = _routable(pool, [outcomes[i] for i, _c in created], score_cfg) if route else []
         rescored = (new_ids if to_route else []) + asked_again
         if not to_route:
@@ -716,7 +730,8 @@ def _notify_duplicates(
             notify(
                 session, user_id=owner_id, kind=ReminderKind.DUPLICATE,
                 title=_("导入批次 #%(id)s 中有 %(n)s 条线索与你的客户重复", id=batch.id, n=len(names)),
-                body=shown, unique_key=f"dup-batch:{batch.id}:{owner_id}", due_at=now, now=now,
+                body=shown, unique_key=f"dup-batch:{batch.id}:{owner_id}" + (f":{batch.rows_done}" if batch.rows_done else ""),
+                due_at=now, now=now,
             )  # fmt: skip
         return
     stamp = now.strftime("%Y%m%d%H%M%S%f")

@@ -49,6 +49,7 @@ from .recycle import ExtensionRequest, Holiday, RecycleRule, RuleKind, SweepRun
 from .reports import ReportPoolDaily, ReportRollup
 from .sales import Contract, Opportunity, Quote, Stage, StageChange, StageKind, StageRequirement
 from .settings import Setting, SettingsAudit
+from .tasks import Task, TaskStatus
 
 __all__ = [
     "HARD_TAG", "Activity", "ApiToken", "AssignStrategy", "BehaviorEvent", "Channel", "ClaimCount",
@@ -57,8 +58,8 @@ __all__ = [
     "LoginAttempt", "NameGram", "OpsHeartbeat", "OpsJob", "Opportunity", "PendingDuplicateCheck", "Pool", "PoolAdmin", "PoolEvent", "PoolMember",
     "PrevOwnerRule", "Quote", "RateLimitHit", "RecycleRule", "Reminder", "ReportPoolDaily", "ReportRollup", "ReminderDelivery",
     "ReminderKind", "ReminderStatus", "Role", "RuleKind", "Setting", "SettingsAudit", "SpotCheck", "Stage",
-    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Team", "UsedFormToken", "User", "UserSession",
-    "WebhookEndpoint",
+    "StageChange", "StageKind", "StageRequirement", "SweepRun", "Tag", "Task", "TaskStatus", "Team", "UsedFormToken",
+    "User", "UserSession", "WebhookEndpoint",
     "customer_tags", "install_ledger_guard",
 ]  # fmt: skip
 

@@ -23,12 +23,18 @@ class ImportBatch(db.Model):
     filename: Mapped[str] = mapped_column(String(200))
     file_hash: Mapped[str] = mapped_column(String(64), index=True)
     mapping: Mapped[dict] = mapped_column(JSONType, default=dict)
-    status: Mapped[str] = mapped_column(String(12), default="preview")  # preview / imported / failed
+    status: Mapped[str] = mapped_column(
+        String(12), default="preview"
+    )  # preview/importing/imported/failed/cancelled
     rows_total: Mapped[int] = mapped_column(Integer, default=0)
     rows_created: Mapped[int] = mapped_column(Integer, default=0)
     rows_duplicate: Mapped[int] = mapped_column(Integer, default=0)
     rows_error: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[list] = mapped_column(JSONType, default=list)  # [{"row", "column", "reason"}]
+    # Good rows already imported (committed with them): a resumed import starts after them.
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    # The first customer this batch created: later chunks compare names only with older customers.
+    first_customer_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 

@@ -13,4 +13,3 @@ def install_ops(app: Flask) -> None:
     install_request_metrics(app)
     install_web_heartbeat(app)
     install_mask()
-

@@ -50,6 +50,7 @@ from crm.pool.forms import (
     ReturnToPoolForm,
 )
 from crm.settings import store
+from crm.tasks.services import inline_limit
 from crm.urls import safe_next
 
 bp = Blueprint("pool", __name__)
@@ -611,6 +612,8 @@ def handover(user_id: int):
         if receiver is None:
             flash(_("接收人不存在。"), "error")
             return redirect(back, 303)
+    if services.held_count(db.session, user.id) > inline_limit():
+        return _handover_in_background(user, me, receiver, form, back)
     try:
         result = services.move_all_customers(
             db.session, user, me, clock.now(), to_user=receiver, reason=form.reason.data or None,
@@ -629,6 +632,39 @@ def handover(user_id: int):
             db.session.commit()
             flash(_("已停用 %(name)s。", name=user.name), "success")
     return redirect(back, 303)
+
+
+@bp.route("/pools/<int:pool_id>/export", methods=["POST"])
+@access(Role.MANAGER)
+def export(pool_id: int):
+    """导出: the whole pool as CSV or xlsx, produced in the background; the task page offers the file."""
+    from crm.pool import export as pool_export
+
+    pool = db.session.get(Pool, pool_id)
+    if pool is None or pool.deleted_at is not None:
+        abort(404)
+    try:
+        task = pool_export.start(db.session, pool, _me(), request.form.get("fmt", "xlsx"), clock.now())
+    except pool_export.ExportRefused as exc:
+        flash(exc.message, "error")
+        return redirect_htmx(url_for("pool.board", pool_id=pool.id))
+    return redirect_htmx(url_for("tasks.show", task_id=task.id))
+
+
+def _handover_in_background(user: User, me: User, receiver: User | None, form: HandoverForm, back: str):
+    """Many customers: a background task with a progress page (the request answers at once)."""
+    from crm.pool import departure
+
+    try:
+        task = departure.start(
+            db.session, user, me, clock.now(), to_user=receiver, reason=form.reason.data or None,
+            override_cap=form.override_cap.data, fallback_pool_id=form.fallback_pool_id.data,
+            deactivate=bool(form.deactivate.data),
+        )  # fmt: skip
+    except services.PoolRefusal as refusal:
+        flash(refusal.message, "error")
+        return redirect(back, 303)
+    return redirect(url_for("tasks.show", task_id=task.id), 303)
 
 
 # ---------------------------------------------------------------- pool administration

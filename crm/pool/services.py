@@ -1138,17 +1138,25 @@ def move_all_customers(
     reason: str | None = None,
     override_cap: bool = False,
     fallback_pool_id: int | None = None,
+    limit: int | None = None,
+    after_id: int = 0,
 ) -> AssignResult:
     """Departures (离职/休假): move every customer of ``from_user`` to ``to_user`` or back to their home
     pools, in one action, each move ledgered. Only an admin or the user's manager may do it; the
-    receiver's cap holds unless ``override_cap`` (managers/admins), which is ledgered."""
+    receiver's cap holds unless ``override_cap`` (managers/admins), which is ledgered. ``limit`` and
+    ``after_id``: the next ``limit`` customers by id (the background handover moves thousands in chunks)."""
     if not manages(session, actor, from_user) or actor.id == from_user.id:
         raise PoolRefusal("forbidden", _("只有管理员或其主管可以移交 %(name)s 的客户。", name=from_user.name))
     if to_user is not None and to_user.id == from_user.id:
         raise PoolRefusal("invalid", _("请选择另一位接收人。"), field="user_id")
     ids = list(
         session.scalars(
-            select(Customer.id).where(Customer.owner_id == from_user.id, Customer.merged_into_id.is_(None))
+            select(Customer.id)
+            .where(
+                Customer.owner_id == from_user.id, Customer.merged_into_id.is_(None), Customer.id > after_id
+            )
+            .order_by(Customer.id)
+            .limit(limit)
         )
     )
     if not ids:

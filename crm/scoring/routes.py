@@ -8,7 +8,7 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import func, select
 
-from crm import clock, queues
+from crm import clock
 from crm.access import access
 from crm.extensions import db
 from crm.forms import choices
@@ -68,9 +68,14 @@ def _rescore_after_change() -> str:
     if total <= SYNC_LIMIT:
         result = scoring.recompute_all(db.session, clock.now())
         return _("已按新规则重新计算 %(n)s 位客户的评分。", n=result["customers"])
-    if queues.enqueue("workers.jobs.recompute_scores", job_id=None) is not None:
-        return _("已保存。%(n)s 位客户的评分正在后台重新计算。", n=total)
-    return _("已保存。评分将在今晚的例行计算中按新规则更新。")
+    from crm.tasks import services as tasks
+
+    task = tasks.start(
+        db.session, "score_recompute", current_user, clock.now(), total=total, inline_max=SYNC_LIMIT
+    )
+    if task.status == "queued" and task.job_id is None:
+        return _("已保存。后台服务暂时不可用,评分重算已排队,服务恢复后自动开始。")
+    return _("已保存。%(n)s 位客户的评分正在后台重新计算,进度见「后台任务」。", n=total)
 
 
 @bp.route("/settings", methods=["GET", "POST"])

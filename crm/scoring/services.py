@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -357,9 +357,17 @@ def _expire_customers(session: Session, ids: set[int]) -> None:
             session.expire(obj)
 
 
-def recompute_all(session: Session, now: datetime, *, chunk_size: int = CHUNK, commit: bool = True) -> dict:
+def recompute_all(
+    session: Session,
+    now: datetime,
+    *,
+    chunk_size: int = CHUNK,
+    commit: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> dict:
     """The nightly pass: every live customer in id order, ``chunk_size`` at a time (committing each chunk
-    when ``commit``), then the hot flags set-based. Returns counts for the job log."""
+    when ``commit``), then the hot flags set-based. Returns counts for the job log. ``progress(customers
+    done)`` after each chunk (a background task's progress bar)."""
     cfg = config.get(session)
     model = bayes.model(session, fresh=True) if cfg["win_probability"] else None
     scorer = _Scorer(cfg, model, now)
@@ -384,6 +392,8 @@ def recompute_all(session: Session, now: datetime, *, chunk_size: int = CHUNK, c
         last_id = hi
         if commit:
             session.commit()
+        if progress is not None:
+            progress(seen)
     crossed = update_hot_flags(session, now)
     if commit:
         session.commit()
