@@ -54,6 +54,8 @@ def test_the_customer_page_shows_the_lock_and_a_manager_unlocks(app, make, manag
     assert client.post(f"/customers/{first.id}/lock").status_code in (302, 303)
     page = client.get(f"/customers/{first.id}").get_data(as_text=True)
     assert "已锁定,不会被回收" in page and "解除锁定" in page
+    listed = client.get("/customers").get_data(as_text=True)  # the rep's list marks it too
+    assert listed.count(">已锁定</span>") == 1
     boss = app.test_client()
     login(boss, manager)
     assert boss.post(f"/customers/{first.id}/unlock").status_code in (302, 303)

@@ -205,3 +205,31 @@ def test_board_shows_claim_disabled_with_the_reason_at_the_daily_limit(
     button = page.locator(f"#c-{second.id}").get_by_role("button", name="领取")
     assert button.is_disabled() and page.locator(f"#why-{second.id}").inner_text() == "今日已领 1/1"
     page.screenshot(path=str(SHOTS / "phone2-board-limit.png"))
+
+
+def test_a_list_row_opens_its_customer_when_tapped_anywhere(
+    page, live_server, login_as, rep, team, make, screenshot
+):
+    """The whole row is the tap target (its meta line too), while the call link keeps its own tap."""
+    customer = team["customers"][1]
+    r = make.reminder(
+        rep, customer=customer, kind="custom", title="确认合同盖章", due_at=NOW + timedelta(hours=2)
+    )
+    login_as(page, rep)
+    page.goto(f"{live_server}/customers")
+    row = page.locator(".cust-row").first
+    phone = row.locator('a[href^="tel:"]')
+    box = phone.bounding_box()
+    on_top = page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).closest('a').getAttribute('href')",
+        [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2],
+    )
+    assert on_top.startswith("tel:")
+    screenshot(page, "phone2-customer-list")
+    row.locator(".small.muted").click(force=True)  # a tap on the meta line lands on the row's link
+    page.wait_for_url(lambda url: "/customers/" in url and url.rstrip("/").split("/")[-1].isdigit())
+    page.goto(f"{live_server}/")
+    item = page.locator(f"#r-{r.id} .meta")
+    item.wait_for()
+    item.click(force=True)
+    page.wait_for_url(f"**/customers/{customer.id}")
