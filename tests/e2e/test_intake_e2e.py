@@ -114,10 +114,10 @@ def test_admin_merges_a_possible_duplicate_in_the_queue(live_server, page, deskt
     assert "冲突率" in page.inner_text("main")
     assert_no_horizontal_scroll(page)
     screenshot(page, "intake-conflicts-phone")
-    page.on("dialog", lambda dialog: dialog.accept())
-    page.click("button:has-text('合并,保留已有')")
-    page.wait_for_selector(".flash-success")
-    assert "没有待处理的查重冲突" in page.inner_text("main")
+    page.click("a:has-text('合并…')")  # both records side by side in a sheet, no native confirm()
+    page.click("button:has-text('保留已有,合并新线索')")
+    page.wait_for_function("() => document.querySelector('main').innerText.includes('没有待处理的查重冲突')")
+    assert "待处理 (0)" in page.inner_text("main")  # the tab's count refreshed with the list
     screenshot(page, "intake-conflicts-merged-phone")
 
 
