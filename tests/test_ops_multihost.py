@@ -152,14 +152,17 @@ def cluster(app_config, fresh_db_url, tmp_path):
         receiver = Receiver()
         db.session.add(WebhookEndpoint(kind="webhook", name="hook", url=f"{receiver.url}/hook", enabled=True,
                                        extra={}, created_at=clock.now()))  # fmt: skip
-        for i in range(REMINDERS):
+        planned = [
             make.reminder(
                 reps[i % 2],
                 title=f"演练提醒 {i}",
                 due_at=clock.now() - timedelta(minutes=1 + i),
                 commit=False,
             )
+            for i in range(REMINDERS)
+        ]
         db.session.commit()
+        planned_keys = {f"reminder-{r.id}-0" for r in planned}
         pool_id = pool.id
         db.session.remove()
         db.engine.dispose()
@@ -191,7 +194,8 @@ def cluster(app_config, fresh_db_url, tmp_path):
         for host in hosts:
             _wait(lambda h=host: _ready(h), 60, f"{host} to be ready")
         yield {"hosts": hosts, "tokens": tokens, "customers": customer_ids, "pool_id": pool_id, "app": app,
-               "receiver": receiver, "redis": conn, "started": started, "logs": tmp_path}  # fmt: skip
+               "receiver": receiver, "planned_keys": planned_keys, "redis": conn, "started": started,
+               "logs": tmp_path}  # fmt: skip
     finally:
         for _name, proc in procs:
             if proc.poll() is None:
@@ -282,7 +286,8 @@ def test_two_hosts_two_workers_two_schedulers_under_a_mixed_load(cluster):
     dispatch = Queue("dispatch", connection=cluster["redis"])
     for _ in range(2):
         dispatch.enqueue("workers.jobs.dispatch_due")
-    _wait(lambda: len(receiver.keys) >= REMINDERS, 60, "the reminders to be delivered")
+    planned = cluster["planned_keys"]
+    _wait(lambda: planned <= set(receiver.keys), 60, "the reminders to be delivered")
     _wait(
         lambda: all(Queue(q, connection=cluster["redis"]).count == 0 for q in QUEUES),
         60,
@@ -291,7 +296,9 @@ def test_two_hosts_two_workers_two_schedulers_under_a_mixed_load(cluster):
     time.sleep(2)  # a duplicate, if any, would arrive now
     finished = time.time()
 
-    assert len(receiver.keys) == REMINDERS and set(receiver.keys.values()) == {1}, receiver.keys
+    # Every planned reminder arrived once; reminders the load itself made (a finished import's notice, an
+    # assignment notice) may arrive too, each once as well.
+    assert planned <= set(receiver.keys) and set(receiver.keys.values()) == {1}, receiver.keys
     with app.app_context():
         claimed = db.session.execute(
             select(PoolEvent.customer_id, func.count())

@@ -102,8 +102,10 @@ def test_main_screens_pass_the_csp_and_htmx_still_works(
     page.locator("#sheet button[type=submit]").click()
     page.wait_for_selector("#sheet .followup-form", state="detached")
     assert db.session.scalar(select(FollowUp.content)) == "电话沟通了报价"
-    # Polling without eval: app.js sends crm:poll to [data-poll] on visibilitychange.
-    with page.expect_response(lambda r: "/inbox" in r.url):
+    # Polling without eval: app.js sends crm:poll to [data-poll] on visibilitychange. First let the
+    # refresh the saved follow-up set off finish: htmx drops a trigger while the element's request is in flight.
+    page.wait_for_load_state("networkidle")
+    with page.expect_response(lambda r: "/inbox" in r.url, timeout=20_000):
         page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
 
     # Pool board → claim in place.
